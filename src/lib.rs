@@ -1,0 +1,15 @@
+//! shears: pruning neural networks in Rust.
+#![warn(missing_docs)]
+#![deny(missing_debug_implementations)]
+
+pub mod amount;
+pub mod error;
+pub mod mask;
+pub mod params;
+pub mod select;
+
+pub use amount::{Amount, CountRule};
+pub use error::{Error, Result};
+pub use mask::{Mask, MaskSet, TensorSparsity};
+pub use params::Params;
+pub use ndarray;
