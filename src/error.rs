@@ -148,6 +148,19 @@ impl Error {
         }
     }
 
+    /// [`Error::ShapeMismatch`] naming `name` unless `got` is `expected`.
+    pub(crate) fn check_shape(name: &str, expected: &[usize], got: &[usize]) -> Result<()> {
+        if expected == got {
+            Ok(())
+        } else {
+            Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                got: got.to_vec(),
+            })
+        }
+    }
+
     /// Shorthand for [`Error::Io`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

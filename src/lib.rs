@@ -7,6 +7,7 @@ pub mod error;
 pub mod mask;
 pub mod params;
 pub mod select;
+pub mod strategy;
 
 pub use amount::{Amount, CountRule};
 pub use error::{Error, Result};

@@ -144,7 +144,7 @@ impl Mask {
     }
 
     fn combine(&self, other: &Mask, name: &str, f: impl Fn(bool, bool) -> bool) -> Result<Mask> {
-        check_shape(name, self.shape(), other.shape())?;
+        Error::check_shape(name, self.shape(), other.shape())?;
         let keep = self
             .as_slice()
             .iter()
@@ -159,7 +159,7 @@ impl Mask {
     /// # Errors
     /// [`Error::ShapeMismatch`] naming `name` when the shapes differ.
     pub fn apply(&self, w: &mut ArrayRef<f32, IxDyn>, name: &str) -> Result<()> {
-        check_shape(name, self.shape(), w.shape())?;
+        Error::check_shape(name, self.shape(), w.shape())?;
         let zip = Zip::from(w).and(&self.keep);
         let zero = |x: &mut f32, &keep: &bool| {
             if !keep {
@@ -190,18 +190,6 @@ impl Mask {
             .axis_iter(ndarray::Axis(axis))
             .map(|slice| slice.iter().any(|&k| k))
             .collect())
-    }
-}
-
-fn check_shape(name: &str, expected: &[usize], got: &[usize]) -> Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            name: name.to_string(),
-            expected: expected.to_vec(),
-            got: got.to_vec(),
-        })
     }
 }
 
@@ -347,7 +335,7 @@ impl MaskSet {
             let w = params.get(name).ok_or_else(|| Error::UnknownTensor {
                 name: name.to_string(),
             })?;
-            check_shape(name, w.shape(), mask.shape())?;
+            Error::check_shape(name, w.shape(), mask.shape())?;
         }
         Ok(())
     }

@@ -65,6 +65,15 @@ pub enum Norm {
     Inf,
 }
 
+/// Checks that every value is finite.
+///
+/// # Errors
+/// [`crate::Error::NonFinite`] naming `name` and the first bad index.
+pub fn check_finite(name: &str, values: &[f32]) -> Result<()> {
+    let _ = (name, values);
+    todo!()
+}
+
 /// Number of candidate (still kept) elements over all sources.
 pub fn count_candidates(sources: &[Source<'_>]) -> usize {
     let _ = sources;

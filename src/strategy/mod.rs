@@ -1,0 +1,138 @@
+//! Strategies decide what to prune; they never change anything themselves.
+//!
+//! A [`PruneStrategy`] reads a [`Context`] (the weights, the masks so far) and returns a [`Plan`]:
+//! plain data that can be inspected, saved, and applied. Keeping the decision pure makes
+//! strategies composable and their plans reproducible.
+
+mod filter;
+mod weight;
+
+pub use filter::ParamFilter;
+pub use weight::{ChannelAxis, Criterion, ElementScore, Granularity, Scope, WeightPruning};
+
+use crate::error::Result;
+use crate::mask::{Mask, MaskSet};
+use crate::params::Params;
+
+/// A pruning method: given the state of a model, decide what to remove.
+///
+/// Implementations must be pure: `plan` reads the context and returns a [`Plan`], nothing else.
+/// The trait is object-safe so that strategies can be held as `Box<dyn PruneStrategy>` and
+/// composed.
+///
+/// A custom strategy that keeps only the first half of every tensor:
+///
+/// ```
+/// use ndarray::{ArrayD, IxDyn};
+/// use shears::strategy::{Context, Plan, PruneStrategy};
+/// use shears::{Mask, MaskSet, Params};
+///
+/// #[derive(Debug)]
+/// struct FirstHalf;
+///
+/// impl PruneStrategy for FirstHalf {
+///     fn name(&self) -> &str {
+///         "first-half"
+///     }
+///     fn plan(&self, ctx: &Context<'_>) -> shears::Result<Plan> {
+///         let mut masks = MaskSet::new();
+///         for (name, w) in ctx.params().iter() {
+///             let keep = (0..w.len()).map(|i| i < w.len() / 2).collect();
+///             masks.insert(name, Mask::from_vec(w.shape(), keep)?);
+///         }
+///         Ok(Plan::new(self.name(), masks))
+///     }
+/// }
+///
+/// let mut params: Params = [("w", ArrayD::ones(IxDyn(&[2, 2])))].into_iter().collect();
+/// let plan = FirstHalf.plan(&Context::new(&params))?;
+/// plan.apply(&mut params)?;
+/// assert_eq!(params.slice("w").unwrap(), &[1.0, 1.0, 0.0, 0.0]);
+/// # Ok::<(), shears::Error>(())
+/// ```
+pub trait PruneStrategy: Send + Sync + std::fmt::Debug {
+    /// A short name for reports.
+    fn name(&self) -> &str;
+
+    /// Decides what to remove. Reads the context; mutates nothing.
+    ///
+    /// # Errors
+    /// Whatever makes the decision impossible: invalid settings, unknown tensors, shape
+    /// mismatches, non-finite weights or scores.
+    fn plan(&self, ctx: &Context<'_>) -> Result<Plan>;
+}
+
+/// What a strategy may look at: the parameters and the masks of earlier prunings.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    params: &'a Params,
+    masks: Option<&'a MaskSet>,
+}
+
+impl<'a> Context<'a> {
+    /// A context over `params` with nothing pruned yet.
+    pub fn new(params: &'a Params) -> Self {
+        Context {
+            params,
+            masks: None,
+        }
+    }
+
+    /// Adds the masks of earlier prunings: what they pruned stays pruned and no longer counts as
+    /// remaining.
+    pub fn with_masks(mut self, masks: &'a MaskSet) -> Self {
+        self.masks = Some(masks);
+        self
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &'a Params {
+        self.params
+    }
+
+    /// The masks of earlier prunings, if any.
+    pub fn masks(&self) -> Option<&'a MaskSet> {
+        self.masks
+    }
+
+    /// The earlier mask of `name`, if it has one.
+    pub fn mask(&self, name: &str) -> Option<&'a Mask> {
+        self.masks.and_then(|m| m.get(name))
+    }
+}
+
+/// The decision of a strategy: data, not action.
+///
+/// `masks` holds the complete keep-mask (earlier prunings included) of every tensor the strategy
+/// considered; tensors it did not consider are absent.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Plan {
+    /// Name of the strategy that made the plan.
+    pub strategy: String,
+    /// Keep-masks of the tensors the strategy considered.
+    pub masks: MaskSet,
+}
+
+impl Plan {
+    /// A plan made of element masks.
+    pub fn new(strategy: impl Into<String>, masks: MaskSet) -> Self {
+        Plan {
+            strategy: strategy.into(),
+            masks,
+        }
+    }
+
+    /// Zeroes every pruned weight of `params`. Nothing changes unless every mask fits.
+    ///
+    /// # Errors
+    /// [`crate::Error::UnknownTensor`] or [`crate::Error::ShapeMismatch`].
+    pub fn apply(&self, params: &mut Params) -> Result<()> {
+        self.masks.apply(params)
+    }
+
+    /// Fraction of the considered elements that the plan prunes.
+    pub fn sparsity(&self) -> f64 {
+        self.masks.sparsity()
+    }
+}
