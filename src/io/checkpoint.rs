@@ -263,7 +263,7 @@ impl Checkpoint {
     }
 
     /// The `__metadata__` map, to edit. `None` writes no map; `Some` of an empty map writes an
-    /// empty one.
+    /// empty one (unless the checkpoint has no tensors at all).
     pub fn metadata_mut(&mut self) -> &mut Option<HashMap<String, String>> {
         &mut self.metadata
     }

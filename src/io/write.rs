@@ -29,6 +29,9 @@ use super::file::{SafetensorsFile, TensorEntry};
 use crate::error::{Error, Result};
 use crate::mask::{Mask, MaskSet};
 
+/// The header key of the metadata map, which no tensor may take.
+const METADATA_KEY: &str = "__metadata__";
+
 /// Where the bytes of a tensor being written come from.
 #[derive(Debug)]
 pub(crate) enum Bytes<'a> {
@@ -151,6 +154,17 @@ pub(crate) fn write_atomic(
             format!("`{}` appears more than once", t.name),
         ));
     }
+    // The crate would write it as a tensor, and no reader could tell it from the metadata map
+    // (safetensors/safetensors#849).
+    if seen.contains(METADATA_KEY) {
+        return Err(Error::invalid(
+            "tensor names",
+            format!("`{METADATA_KEY}` is reserved for the metadata map"),
+        ));
+    }
+    // safetensors 0.8 writes an invalid header (`{},"__metadata__":{}`) for an empty metadata
+    // map and no tensors (safetensors/safetensors#761). Such a file carries nothing either way.
+    let metadata = metadata.filter(|m| !m.is_empty() || !tensors.is_empty());
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -427,6 +441,24 @@ mod tests {
             Err(Error::InvalidParameter { .. })
         ));
         assert!(listing(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn edge_cases_of_the_reference_writer_are_avoided() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let a = array![1.0_f32].into_dyn();
+        let err = save_tensors(&path, [("__metadata__", a.view(), Dtype::F32)], None).unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
+        assert!(!path.exists());
+        // No tensors and an empty metadata map: a valid file (without the map).
+        crate::io::save_masks(&path, &MaskSet::new(), Some(HashMap::new())).unwrap();
+        let file = SafetensorsFile::open(&path).unwrap();
+        assert!(file.tensors().is_empty() && file.metadata().is_none());
+        // With a tensor, the empty map is kept.
+        save_tensors(&path, [("a", a.view(), Dtype::F32)], Some(HashMap::new())).unwrap();
+        let file = SafetensorsFile::open(&path).unwrap();
+        assert_eq!(file.metadata(), Some(&HashMap::new()));
     }
 
     #[test]
