@@ -82,8 +82,8 @@ impl RawTensor {
 /// through [`Checkpoint::params_mut`] are saved as `F32` unless [`Checkpoint::set_dtype`] says
 /// otherwise. Non-float tensors and the `__metadata__` map are kept as they were.
 ///
-/// Memory: the `f32` values, plus the original bytes of `F16`, `BF16` and `F64` tensors. For a
-/// checkpoint larger than memory, use [`SafetensorsFile`] and
+/// Memory: the `f32` values, plus the original bytes of the tensors whose `f32` values would not
+/// encode back to them (`F64` tensors, in practice). For a checkpoint larger than memory, use [`SafetensorsFile`] and
 /// [`write_masked`](super::write_masked), which work one tensor at a time.
 ///
 /// ```
@@ -115,8 +115,9 @@ pub struct Checkpoint {
     params: Params,
     /// The dtype each floating tensor is saved in; absent means `F32`.
     dtypes: HashMap<String, Dtype>,
-    /// The bytes a non-`F32` floating tensor was loaded from, written again while they still
-    /// decode to its `f32` values. `F32` needs none: re-encoding it is exact, bit for bit.
+    /// The bytes a floating tensor was loaded from when re-encoding its `f32` values would not
+    /// give them back (`F64` tensors, in practice), written again while they still decode to
+    /// its values. `F32` tensors never need them, `F16` and `BF16` ones only for NaN payloads.
     originals: HashMap<String, Vec<u8>>,
     raw: BTreeMap<String, RawTensor>,
     metadata: Option<HashMap<String, String>>,
@@ -151,9 +152,11 @@ impl Checkpoint {
                     let bytes = file.read_entry_bytes(entry)?;
                     let mut values = Vec::with_capacity(entry.len());
                     float.decode_extend(&bytes, &mut values);
+                    if !float.encodes_to(&values, &bytes) {
+                        ckpt.originals.insert(name.to_string(), bytes);
+                    }
                     ckpt.params.insert(name, to_array(entry.shape(), values)?);
                     ckpt.dtypes.insert(name.to_string(), entry.dtype());
-                    ckpt.originals.insert(name.to_string(), bytes);
                 }
                 None => {
                     let bytes = file.read_entry_bytes(entry)?;
@@ -342,6 +345,10 @@ mod tests {
             matches!(ckpt.check_finite(), Err(Error::NonFinite { tensor, index: 0, .. }) if tensor == "h")
         );
 
+        // Only the F64 tensor needs its bytes kept (and the F16 one for its NaN, if converting
+        // it to f32 and back changes it).
+        assert!(ckpt.originals.contains_key("d") && !ckpt.originals.contains_key("s"));
+
         let out = dir.path().join("out.safetensors");
         ckpt.save(&out).unwrap();
         for name in ["d", "h", "s", "n"] {
@@ -373,6 +380,22 @@ mod tests {
         let file = SafetensorsFile::open(&out).unwrap();
         assert_eq!(file.tensor("new").unwrap().dtype(), Dtype::F32);
         assert_eq!(file.read_f32("new").unwrap()[0], 1.0 / 3.0);
+    }
+
+    #[test]
+    fn half_precision_tensors_keep_no_second_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.safetensors");
+        let w = array![[0.1_f32, -3.0], [65504.0, 1e-7]].into_dyn();
+        let views = [("a", w.view(), Dtype::F16), ("b", w.view(), Dtype::BF16)];
+        crate::io::save_tensors(&path, views, None).unwrap();
+        let ckpt = Checkpoint::load(&path).unwrap();
+        assert!(ckpt.originals.is_empty());
+        let out = dir.path().join("out.safetensors");
+        ckpt.save(&out).unwrap();
+        for name in ["a", "b"] {
+            assert_eq!(bytes_of(&out, name), bytes_of(&path, name));
+        }
     }
 
     #[test]

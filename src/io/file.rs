@@ -255,13 +255,16 @@ impl SafetensorsFile {
         Ok(bytes)
     }
 
-    fn seek_to(&self, offset: u64) -> Result<MutexGuard<'_, File>> {
+    fn lock(&self) -> MutexGuard<'_, File> {
         // No read panics while holding the lock, and a seek comes before every read, so a
         // poisoned lock still guards a usable handle.
-        let mut file = self
-            .file
+        self.file
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn seek_to(&self, offset: u64) -> Result<MutexGuard<'_, File>> {
+        let mut file = self.lock();
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| Error::io(&self.path, e))?;
         Ok(file)
@@ -274,7 +277,7 @@ impl SafetensorsFile {
             return Ok(false);
         };
         let this = self
-            .seek_to(0)?
+            .lock()
             .try_clone()
             .and_then(same_file::Handle::from_file)
             .map_err(|e| Error::io(&self.path, e))?;
