@@ -11,10 +11,10 @@
 //! - `View::data()` cannot fail, so a tensor that cannot be produced (a read error) records its
 //!   error in a shared cell and yields no bytes; the error is returned once the crate is done.
 //! - It replaces its target itself (a sibling temporary file, then a rename). To be able to throw
-//!   a finished but faulty file away, the crate writes into a private temporary directory
+//!   a finished but faulty file away, it is given a target inside a private temporary directory
 //!   created (with `tempfile`) in the destination directory, and only a complete, error-free
-//!   file is renamed onto the destination. A failure at any point leaves the destination as it
-//!   was and removes the temporary directory.
+//!   file is then renamed onto the destination. A failure at any point leaves the destination
+//!   as it was and removes the temporary directory.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -96,7 +96,7 @@ impl Outgoing<'_> {
                 if let Some(mask) = mask {
                     // Zero bytes are +0.0 in every float format: pruned elements become exactly
                     // zero and kept ones keep their bit patterns, whatever the precision.
-                    let size = entry.dtype().bitsize() / 8;
+                    let size = Float::require(entry.dtype(), entry.name())?.size();
                     for (element, &keep) in bytes.chunks_exact_mut(size).zip(mask.as_slice()) {
                         if !keep {
                             element.fill(0);
@@ -191,6 +191,13 @@ pub(crate) fn write_atomic(
             reason: format!("cannot be written as safetensors: {other}"),
         },
     })?;
+    // On disk before it takes the destination's name, so that a crash cannot leave a renamed
+    // but empty file (the crate does not sync). Opened for writing: Windows needs that to flush.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&staged)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))?;
     std::fs::rename(&staged, path).map_err(|e| Error::io(path, e))
     // `staging`, now empty, is removed when dropped.
 }
