@@ -4,6 +4,7 @@
 
 pub mod amount;
 pub mod error;
+pub mod io;
 pub mod mask;
 pub mod params;
 pub mod select;
@@ -11,6 +12,8 @@ pub mod strategy;
 
 pub use amount::{Amount, CountRule};
 pub use error::{Error, Result};
+pub use io::{Checkpoint, SafetensorsFile};
 pub use mask::{Mask, MaskSet, TensorSparsity};
-pub use params::Params;
 pub use ndarray;
+pub use params::Params;
+pub use safetensors;
