@@ -166,12 +166,20 @@ mod tests {
 
     #[test]
     fn counts_are_absolute_and_bounded() {
-        let c = |k: usize, n: usize| Amount::Count(k).units_to_prune(n, n, CountRule::TiesEven, "w");
+        let c =
+            |k: usize, n: usize| Amount::Count(k).units_to_prune(n, n, CountRule::TiesEven, "w");
         assert_eq!(c(10, 15).unwrap(), Some(10));
         assert_eq!(c(1, 15).unwrap(), Some(1));
         assert_eq!(c(0, 0).unwrap(), Some(0));
         let err = c(16, 15).unwrap_err();
-        assert!(matches!(err, Error::CountTooLarge { requested: 16, available: 15, .. }));
+        assert!(matches!(
+            err,
+            Error::CountTooLarge {
+                requested: 16,
+                available: 15,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("`w`") || err.to_string().contains("w:"));
     }
 
@@ -188,7 +196,11 @@ mod tests {
             let got = [5, 7, 9].map(|n| rule.count(0.5, n));
             assert_eq!(got, expected, "{rule:?}");
         }
-        assert_eq!(CountRule::KeepTiesEvenMin1.count(1.0, 4), 3, "never prunes all");
+        assert_eq!(
+            CountRule::KeepTiesEvenMin1.count(1.0, 4),
+            3,
+            "never prunes all"
+        );
         assert_eq!(CountRule::KeepTiesEvenMin1.count(1.0, 0), 0);
     }
 

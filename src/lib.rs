@@ -7,6 +7,7 @@ pub mod error;
 pub mod io;
 pub mod mask;
 pub mod params;
+pub mod report;
 pub mod select;
 pub mod strategy;
 

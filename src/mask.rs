@@ -59,11 +59,12 @@ impl Mask {
     /// [`Error::ShapeMismatch`] when `keep.len()` is not the product of `shape`.
     pub fn from_vec(shape: &[usize], keep: Vec<bool>) -> Result<Self> {
         let len = keep.len();
-        let keep = ArrayD::from_shape_vec(IxDyn(shape), keep).map_err(|_| Error::ShapeMismatch {
-            name: "mask".into(),
-            expected: shape.to_vec(),
-            got: vec![len],
-        })?;
+        let keep =
+            ArrayD::from_shape_vec(IxDyn(shape), keep).map_err(|_| Error::ShapeMismatch {
+                name: "mask".into(),
+                expected: shape.to_vec(),
+                got: vec![len],
+            })?;
         Ok(Mask { keep })
     }
 
@@ -441,7 +442,9 @@ mod tests {
         let b = mask(&[4], &[1, 0, 1, 0]);
         assert_eq!(a.and(&b, "w").unwrap(), mask(&[4], &[1, 0, 0, 0]));
         assert_eq!(a.or(&b, "w").unwrap(), mask(&[4], &[1, 1, 1, 0]));
-        let err = a.and(&mask(&[2, 2], &[1, 1, 1, 1]), "fc.weight").unwrap_err();
+        let err = a
+            .and(&mask(&[2, 2], &[1, 1, 1, 1]), "fc.weight")
+            .unwrap_err();
         assert!(err.to_string().contains("fc.weight"), "{err}");
     }
 
@@ -488,7 +491,10 @@ mod tests {
         assert!(either.get("b").is_none(), "b is unmasked in `first`");
 
         let stray: MaskSet = [("c", Mask::ones(&[1]))].into_iter().collect();
-        assert!(matches!(stray.check(&params), Err(Error::UnknownTensor { .. })));
+        assert!(matches!(
+            stray.check(&params),
+            Err(Error::UnknownTensor { .. })
+        ));
         let wrong: MaskSet = [("b", Mask::ones(&[3]))].into_iter().collect();
         let before = params.clone();
         assert!(matches!(

@@ -107,7 +107,9 @@ impl Params {
     }
 
     /// `(name, mutable view)` pairs in order.
-    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&str, ArrayViewMutD<'_, f32>)> + '_ {
+    pub fn iter_mut(
+        &mut self,
+    ) -> impl ExactSizeIterator<Item = (&str, ArrayViewMutD<'_, f32>)> + '_ {
         self.entries
             .iter_mut()
             .map(|(n, a)| (n.as_str(), a.view_mut()))

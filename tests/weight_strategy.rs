@@ -31,7 +31,10 @@ fn global_unstructured_vectors() {
     let p = params(&[("m.weight", m.clone()), ("n.weight", n.clone())]);
     let global = WeightPruning::new(Amount::Count(4)).scope(Scope::Global);
     let plan = global.plan(&Context::new(&p)).unwrap();
-    assert_eq!(flags(plan.masks.get("m.weight").unwrap()), [0, 1, 1, 1, 1, 1, 1, 0]);
+    assert_eq!(
+        flags(plan.masks.get("m.weight").unwrap()),
+        [0, 1, 1, 1, 1, 1, 1, 0]
+    );
     assert_eq!(flags(plan.masks.get("n.weight").unwrap()), [0, 0, 1]);
 
     // Second vector: importance scores replace the weights for ranking, by absolute value.
@@ -82,7 +85,10 @@ fn container_vectors() {
         .criterion(raw.clone())
         .plan(&Context::new(&p).with_masks(&after_l1))
         .unwrap();
-    assert_eq!(flags(dim0.masks.get("t").unwrap()), [0, 0, 0, 0, 1, 1, 0, 1]);
+    assert_eq!(
+        flags(dim0.masks.get("t").unwrap()),
+        [0, 0, 0, 0, 1, 1, 0, 1]
+    );
 
     let dim1 = WeightPruning::new(Amount::Count(1))
         .granularity(Granularity::Channels {
@@ -92,7 +98,10 @@ fn container_vectors() {
         .criterion(raw)
         .plan(&ctx)
         .unwrap();
-    assert_eq!(flags(dim1.masks.get("t").unwrap()), [0, 1, 1, 0, 0, 1, 0, 1]);
+    assert_eq!(
+        flags(dim1.masks.get("t").unwrap()),
+        [0, 1, 1, 0, 0, 1, 0, 1]
+    );
 }
 
 #[test]
@@ -128,7 +137,10 @@ fn masked_weights_count_as_zero_in_magnitude_channel_norms() {
         })
         .plan(&Context::new(&p).with_masks(&default))
         .unwrap();
-    assert_eq!(flags(plan.masks.get("t").unwrap()), [1, 1, 0, 0, 1, 1, 0, 1]);
+    assert_eq!(
+        flags(plan.masks.get("t").unwrap()),
+        [1, 1, 0, 0, 1, 1, 0, 1]
+    );
 }
 
 #[test]
@@ -175,8 +187,15 @@ fn norms_rank_channels_differently() {
 
 #[test]
 fn rounding_cases_through_the_strategy() {
-    for (s, n, k) in [(0.5, 5, 2), (0.5, 9, 4), (0.125, 4, 0), (0.5, 7, 4), (0.4, 17, 7)] {
-        let w = ArrayD::from_shape_vec(IxDyn(&[1, n]), (1..=n).map(|x| x as f32).collect()).unwrap();
+    for (s, n, k) in [
+        (0.5, 5, 2),
+        (0.5, 9, 4),
+        (0.125, 4, 0),
+        (0.5, 7, 4),
+        (0.4, 17, 7),
+    ] {
+        let w =
+            ArrayD::from_shape_vec(IxDyn(&[1, n]), (1..=n).map(|x| x as f32).collect()).unwrap();
         let p = params(&[("w", w)]);
         let plan = WeightPruning::new(Amount::Sparsity(s))
             .plan(&Context::new(&p))
@@ -194,7 +213,9 @@ fn ties_prune_the_lowest_index_first_in_every_scope() {
         ("a", ArrayD::from_elem(IxDyn(&[2, 3]), 1.0)),
         ("b", ArrayD::from_elem(IxDyn(&[2, 2]), 1.0)),
     ]);
-    let layer = WeightPruning::new(Amount::Count(2)).plan(&Context::new(&p)).unwrap();
+    let layer = WeightPruning::new(Amount::Count(2))
+        .plan(&Context::new(&p))
+        .unwrap();
     assert_eq!(flags(layer.masks.get("a").unwrap()), [0, 0, 1, 1, 1, 1]);
     assert_eq!(flags(layer.masks.get("b").unwrap()), [0, 0, 1, 1]);
     let global = WeightPruning::new(Amount::Count(7))
@@ -222,7 +243,10 @@ fn row_scope_prunes_each_row_alone() {
         .scope(Scope::Row)
         .plan(&Context::new(&p))
         .unwrap();
-    assert_eq!(flags(plan.masks.get("w").unwrap()), [0, 0, 1, 1, 0, 0, 1, 1]);
+    assert_eq!(
+        flags(plan.masks.get("w").unwrap()),
+        [0, 0, 1, 1, 0, 0, 1, 1]
+    );
 }
 
 #[test]
@@ -301,7 +325,11 @@ fn bad_input_is_an_error_naming_the_culprit() {
     ));
     assert!(matches!(
         WeightPruning::new(Amount::Count(5)).plan(&Context::new(&p)),
-        Err(Error::CountTooLarge { requested: 5, available: 4, .. })
+        Err(Error::CountTooLarge {
+            requested: 5,
+            available: 4,
+            ..
+        })
     ));
     let wrong: MaskSet = [("w", Mask::ones(&[4]))].into_iter().collect();
     assert!(matches!(

@@ -56,6 +56,12 @@ impl TensorEntry {
         self.len() == 0
     }
 
+    /// Whether the tensor is one of the floating types shears reads as `f32` (F32, F16, BF16,
+    /// F64), and so can prune.
+    pub fn is_float(&self) -> bool {
+        Float::of(self.dtype).is_some()
+    }
+
     /// Where the tensor's bytes are, as absolute offsets into the file.
     pub fn byte_range(&self) -> Range<u64> {
         self.range.clone()

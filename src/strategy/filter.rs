@@ -64,7 +64,13 @@ impl fmt::Debug for ParamFilter {
         let rules: Vec<String> = self
             .rules
             .iter()
-            .map(|r| format!("{} {}", if r.include { "include" } else { "exclude" }, r.label))
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    if r.include { "include" } else { "exclude" },
+                    r.label
+                )
+            })
             .collect();
         f.debug_struct("ParamFilter")
             .field("min_ndim", &self.min_ndim)
@@ -127,24 +133,40 @@ impl ParamFilter {
     /// The selected names, in the order of `params`.
     ///
     /// # Errors
+    /// As [`ParamFilter::select_from`].
+    pub fn select<'p>(&self, params: &'p Params) -> Result<Vec<&'p str>> {
+        self.select_from(params.iter().map(|(name, a)| (name, a.ndim())))
+    }
+
+    /// The selected names among `tensors`, given as `(name, number of dimensions)` in order:
+    /// for choosing from a file's header before loading anything.
+    ///
+    /// # Errors
     /// [`Error::NothingSelected`] when an include pattern keeps nothing of what is left, an
     /// exclude pattern matches no tensor at all, or nothing is selected in the end.
-    pub fn select<'p>(&self, params: &'p Params) -> Result<Vec<&'p str>> {
-        let mut selected: Vec<&str> = params
+    pub fn select_from<'n>(
+        &self,
+        tensors: impl IntoIterator<Item = (&'n str, usize)>,
+    ) -> Result<Vec<&'n str>> {
+        let tensors: Vec<(&str, usize)> = tensors.into_iter().collect();
+        let mut selected: Vec<&str> = tensors
             .iter()
-            .filter(|(_, a)| a.ndim() >= self.min_ndim)
-            .map(|(n, _)| n)
+            .filter(|&&(_, ndim)| ndim >= self.min_ndim)
+            .map(|&(name, _)| name)
             .collect();
         for rule in &self.rules {
             if rule.include {
                 selected.retain(|n| (rule.matches)(n));
                 if selected.is_empty() {
                     return Err(Error::NothingSelected {
-                        reason: format!("include pattern `{}` matches no candidate tensor", rule.label),
+                        reason: format!(
+                            "include pattern `{}` matches no candidate tensor",
+                            rule.label
+                        ),
                     });
                 }
             } else {
-                if !params.names().any(|n| (rule.matches)(n)) {
+                if !tensors.iter().any(|&(n, _)| (rule.matches)(n)) {
                     return Err(Error::NothingSelected {
                         reason: format!("exclude pattern `{}` matches no tensor", rule.label),
                     });
@@ -219,10 +241,15 @@ mod tests {
     }
 
     fn params() -> Params {
-        [("a.weight", 2), ("a.bias", 1), ("b.weight", 4), ("c.weight", 2)]
-            .into_iter()
-            .map(|(n, d)| (n, ArrayD::zeros(IxDyn(&vec![2; d]))))
-            .collect()
+        [
+            ("a.weight", 2),
+            ("a.bias", 1),
+            ("b.weight", 4),
+            ("c.weight", 2),
+        ]
+        .into_iter()
+        .map(|(n, d)| (n, ArrayD::zeros(IxDyn(&vec![2; d]))))
+        .collect()
     }
 
     #[test]
@@ -248,7 +275,10 @@ mod tests {
         assert!(err.to_string().contains("`zz`"), "{err}");
         // Excluding a 1-D tensor that the default never selects is fine: it names a tensor.
         assert!(ParamFilter::new().exclude("a.bias").select(&p).is_ok());
-        let err = ParamFilter::new().exclude("*.weight").select(&p).unwrap_err();
+        let err = ParamFilter::new()
+            .exclude("*.weight")
+            .select(&p)
+            .unwrap_err();
         assert!(matches!(err, Error::NothingSelected { .. }));
     }
 }

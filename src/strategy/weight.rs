@@ -54,8 +54,12 @@ pub trait ElementScore: Send + Sync + Debug {
     ///
     /// # Errors
     /// Whatever prevents scoring (missing statistics, say).
-    fn score(&self, name: &str, weight: ArrayViewD<'_, f32>, ctx: &Context<'_>)
-    -> Result<ArrayD<f32>>;
+    fn score(
+        &self,
+        name: &str,
+        weight: ArrayViewD<'_, f32>,
+        ctx: &Context<'_>,
+    ) -> Result<ArrayD<f32>>;
 }
 
 /// What ranks the units.
@@ -268,8 +272,13 @@ impl WeightPruning {
             (Granularity::Channels { .. }, Some(_)) if self.scope == Scope::Row => Err(
                 Error::invalid("scope", "the row scope ranks elements, not channels"),
             ),
-            (_, Some(Amount::Threshold(_))) if matches!(self.criterion, Criterion::Random { .. }) => {
-                Err(Error::invalid("amount", "a threshold is meaningless for random scores"))
+            (_, Some(Amount::Threshold(_)))
+                if matches!(self.criterion, Criterion::Random { .. }) =>
+            {
+                Err(Error::invalid(
+                    "amount",
+                    "a threshold is meaningless for random scores",
+                ))
             }
             (_, Some(amount)) => amount.validate(),
         }
@@ -323,7 +332,11 @@ impl WeightPruning {
             .collect()
     }
 
-    fn plan_elements(&self, amount: Amount, tensors: &[TensorScores<'_>]) -> Result<Vec<Vec<bool>>> {
+    fn plan_elements(
+        &self,
+        amount: Amount,
+        tensors: &[TensorScores<'_>],
+    ) -> Result<Vec<Vec<bool>>> {
         let sources: Vec<Source<'_>> = tensors.iter().map(TensorScores::source).collect();
         match (self.scope, amount) {
             (_, Amount::Threshold(t)) => select::prune_at_or_below(&sources, t),
@@ -388,7 +401,8 @@ impl WeightPruning {
                         Owned::None(..) => t.kept(),
                         _ => None,
                     };
-                    let norms = select::channel_norms(t.name, t.values(), &t.shape, a, norm, masked)?;
+                    let norms =
+                        select::channel_norms(t.name, t.values(), &t.shape, a, norm, masked)?;
                     ChannelScores::Norms(norms)
                 }
             });
