@@ -4,12 +4,14 @@
 
 pub mod amount;
 pub mod error;
+pub mod graph;
 pub mod mask;
 pub mod params;
 pub mod select;
 
 pub use amount::{Amount, CountRule};
 pub use error::{Error, Result};
+pub use graph::{Layer, Network, NetworkBuilder, NetworkSpec, Node};
 pub use mask::{Mask, MaskSet, TensorSparsity};
-pub use params::Params;
 pub use ndarray;
+pub use params::Params;
