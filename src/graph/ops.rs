@@ -338,70 +338,73 @@ pub(crate) fn softmax(x: &[f32], len: usize, inner: usize) -> Vec<f32> {
 
 /// Max or average pooling of `x` `[batch · channels, h, w]` planes into `[.., oh, ow]`.
 pub(crate) fn pool(g: &PoolGeom, x: &[f32], hw: [usize; 2], out_hw: [usize; 2]) -> Vec<f32> {
-    match g.avg {
+    let Some(count_include_pad) = g.avg else {
         // NaN wins, as in PyTorch: once the maximum is NaN no comparison replaces it.
-        None => pool_with(
-            g,
-            x,
-            hw,
-            out_hw,
-            f32::NEG_INFINITY,
-            |m, v| {
-                if v > m || v.is_nan() { v } else { m }
-            },
-            |m, _| m,
-        ),
-        Some(count_include_pad) => pool_with(
-            g,
-            x,
-            hw,
-            out_hw,
-            0.0,
-            |s, v| s + v,
-            |s, n| {
-                let [taps, padded] = n;
-                s / if count_include_pad { padded } else { taps } as f32
-            },
-        ),
+        return fold_windows(g, x, hw, out_hw, f32::NEG_INFINITY, |m, v| {
+            if v > m || v.is_nan() { v } else { m }
+        });
+    };
+    let mut sums = fold_windows(g, x, hw, out_hw, 0.0, |s, v| s + v);
+    if count_include_pad {
+        // Without ceil mode and with padding at most half the kernel, every window lies inside
+        // the padded input, so PyTorch's divisor is the kernel size.
+        let size = (g.k[0] * g.k[1]) as f32;
+        sums.iter_mut().for_each(|s| *s /= size);
+    } else {
+        // Divide by the taps that fall inside the input.
+        let counts = |a: usize, n: usize, n_out: usize| -> Vec<f32> {
+            (0..n_out)
+                .map(|o| {
+                    let start = (o * g.stride[a]) as isize - g.pad[a] as isize;
+                    let end = (start + g.k[a] as isize).min(n as isize);
+                    (end - start.max(0)) as f32
+                })
+                .collect()
+        };
+        let (rows, cols) = (counts(0, hw[0], out_hw[0]), counts(1, hw[1], out_hw[1]));
+        for plane in sums.chunks_exact_mut(out_hw[0] * out_hw[1]) {
+            for (row, &r) in plane.chunks_exact_mut(out_hw[1]).zip(&rows) {
+                for (s, &c) in row.iter_mut().zip(&cols) {
+                    *s /= r * c;
+                }
+            }
+        }
     }
+    sums
 }
 
-/// Pooling as a fold over each window: `step` folds the taps into an accumulator that starts at
-/// `init`, `finish` turns it into the output given `[taps inside the input, taps inside the
-/// padded input]` (PyTorch's two divisors for average pooling).
-fn pool_with(
+/// Folds every pooling window of `x` `[planes, h, w]` with `step`, starting from `init`; taps in
+/// the padding are skipped. Loops run tap by tap over whole output rows (as im2col does), so that
+/// the inner loop is a plain strided pass the compiler can vectorise.
+fn fold_windows(
     g: &PoolGeom,
     x: &[f32],
     [h, w]: [usize; 2],
     [oh, ow]: [usize; 2],
     init: f32,
     step: impl Fn(f32, f32) -> f32 + Send + Sync,
-    finish: impl Fn(f32, [usize; 2]) -> f32 + Send + Sync,
 ) -> Vec<f32> {
-    let mut out = vec![0.0; x.len() / (h * w) * oh * ow];
+    let mut out = vec![init; x.len() / (h * w) * oh * ow];
+    let [sh, sw] = g.stride;
     let work = oh * ow * g.k[0] * g.k[1];
-    // Windows along one axis: taps clipped to the input, and the count inside the padded input.
-    let windows = |a: usize, n: usize, n_out: usize| -> Vec<(usize, usize, usize)> {
-        (0..n_out)
-            .map(|o| {
-                let start = (o * g.stride[a]) as isize - g.pad[a] as isize;
-                let end = start + g.k[a] as isize;
-                let padded = (end.min((n + g.pad[a]) as isize) - start) as usize;
-                (start.max(0) as usize, end.min(n as isize) as usize, padded)
-            })
-            .collect()
-    };
-    let (rows, cols) = (windows(0, h, oh), windows(1, w, ow));
     for_each_chunk(&mut out, oh * ow, x, h * w, 0, work, |_, _, y, x| {
-        for (y_row, &(h0, h1, hp)) in y.chunks_exact_mut(ow).zip(&rows) {
-            for (out, &(w0, w1, wp)) in y_row.iter_mut().zip(&cols) {
-                let mut acc = init;
-                for i in h0..h1 {
-                    for &v in &x[i * w + w0..i * w + w1] {
-                        acc = step(acc, v);
+        for i in 0..g.k[0] {
+            let off_h = i as isize - g.pad[0] as isize;
+            let (h_lo, h_hi) = valid_range(oh, sh, off_h, h);
+            for j in 0..g.k[1] {
+                let off_w = j as isize - g.pad[1] as isize;
+                let (w_lo, w_hi) = valid_range(ow, sw, off_w, w);
+                if w_lo == w_hi {
+                    continue;
+                }
+                let start = ((w_lo * sw) as isize + off_w) as usize;
+                for o_h in h_lo..h_hi {
+                    let ih = ((o_h * sh) as isize + off_h) as usize;
+                    let src = x[ih * w + start..(ih + 1) * w].iter().step_by(sw);
+                    for (acc, &v) in y[o_h * ow + w_lo..o_h * ow + w_hi].iter_mut().zip(src) {
+                        *acc = step(*acc, v);
                     }
                 }
-                *out = finish(acc, [(h1 - h0) * (w1 - w0), hp * wp]);
             }
         }
     });
@@ -442,6 +445,148 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::layer::window_count;
+    use proptest::prelude::*;
+
+    /// Deterministic values in [-1, 1) from a seed (a 64-bit LCG), for property tests.
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Convolution straight from its definition, one output at a time.
+    fn direct_conv(
+        g: &ConvGeom,
+        x: &[f32],
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        wt: &[f32],
+        b: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let (cin_g, cout_g) = (g.cin / g.groups, g.cout / g.groups);
+        let [kh, kw] = g.k;
+        let batch = x.len() / (g.cin * h * w);
+        let mut y = Vec::new();
+        for n in 0..batch {
+            for co in 0..g.cout {
+                for o_h in 0..oh {
+                    for o_w in 0..ow {
+                        let mut acc = b.map_or(0.0, |b| f64::from(b[co]));
+                        for ci in 0..cin_g {
+                            let c = co / cout_g * cin_g + ci;
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let ih = (o_h * g.stride[0] + i * g.dil[0]) as isize
+                                        - g.pad[0] as isize;
+                                    let iw = (o_w * g.stride[1] + j * g.dil[1]) as isize
+                                        - g.pad[1] as isize;
+                                    if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((n * g.cin + c) * h + ih as usize) * w + iw as usize];
+                                    let wv = wt[((co * cin_g + ci) * kh + i) * kw + j];
+                                    acc += f64::from(xv) * f64::from(wv);
+                                }
+                            }
+                        }
+                        y.push(acc as f32);
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Pooling straight from PyTorch's definition.
+    fn direct_pool(g: &PoolGeom, x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<f32> {
+        let mut y = Vec::new();
+        for plane in x.chunks(h * w) {
+            for o_h in 0..oh {
+                for o_w in 0..ow {
+                    let (mut max, mut sum, mut taps, mut padded) = (f32::NEG_INFINITY, 0.0, 0, 0);
+                    for i in 0..g.k[0] {
+                        for j in 0..g.k[1] {
+                            let ih = (o_h * g.stride[0] + i) as isize - g.pad[0] as isize;
+                            let iw = (o_w * g.stride[1] + j) as isize - g.pad[1] as isize;
+                            let in_padded =
+                                ih < (h + g.pad[0]) as isize && iw < (w + g.pad[1]) as isize;
+                            padded += usize::from(in_padded);
+                            if ih >= 0 && iw >= 0 && ih < h as isize && iw < w as isize {
+                                let v = plane[ih as usize * w + iw as usize];
+                                max = max.max(v);
+                                sum += v;
+                                taps += 1;
+                            }
+                        }
+                    }
+                    y.push(match g.avg {
+                        None => max,
+                        Some(true) => sum / padded as f32,
+                        Some(false) => sum / taps as f32,
+                    });
+                }
+            }
+        }
+        y
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn conv_matches_its_definition(
+            cin_g in 1usize..4, cout_g in 1usize..4, groups in 1usize..4,
+            k in (1usize..4, 1usize..5), stride in (1usize..3, 1usize..4),
+            pad in (0usize..3, 0usize..4), dil in (1usize..3, 1usize..3),
+            hw in (1usize..7, 1usize..12), batch in 0usize..3, bias: bool, seed: u64,
+        ) {
+            let g = ConvGeom {
+                cin: cin_g * groups, cout: cout_g * groups, groups,
+                k: [k.0, k.1], stride: [stride.0, stride.1], pad: [pad.0, pad.1],
+                dil: [dil.0, dil.1], bias,
+            };
+            let Ok(out_hw) = g.out_hw([hw.0, hw.1]) else { return Ok(()) };
+            let x = values(seed, batch * g.cin * hw.0 * hw.1);
+            let w = values(seed ^ 1, g.cout * g.fan_in());
+            let b = values(seed ^ 2, g.cout);
+            let b = bias.then_some(b.as_slice());
+            let got = conv(&g, &x, [hw.0, hw.1], out_hw, &w, b);
+            let want = direct_conv(&g, &x, [hw.0, hw.1], out_hw, &w, b);
+            prop_assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                prop_assert!((a - b).abs() <= 1e-5, "{} vs {}", a, b);
+            }
+        }
+
+        #[test]
+        fn pool_matches_its_definition(
+            k in (1usize..4, 1usize..5), stride in (1usize..3, 1usize..4),
+            pad in (0usize..3, 0usize..3), hw in (1usize..7, 1usize..12),
+            planes in 1usize..4, avg in proptest::option::of(any::<bool>()), seed: u64,
+        ) {
+            let g = PoolGeom { k: [k.0, k.1], stride: [stride.0, stride.1], pad: [pad.0, pad.1], avg };
+            prop_assume!(pad.0 <= k.0 / 2 && pad.1 <= k.1 / 2);
+            let (Some(oh), Some(ow)) = (
+                window_count(hw.0, k.0, stride.0, pad.0, 1),
+                window_count(hw.1, k.1, stride.1, pad.1, 1),
+            ) else { return Ok(()) };
+            let x = values(seed, planes * hw.0 * hw.1);
+            let got = pool(&g, &x, [hw.0, hw.1], [oh, ow]);
+            let want = direct_pool(&g, &x, [hw.0, hw.1], [oh, ow]);
+            prop_assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                prop_assert!((a - b).abs() <= 1e-6, "{} vs {}", a, b);
+            }
+        }
+    }
 
     #[test]
     fn valid_range_matches_brute_force() {
