@@ -3,8 +3,6 @@
 //! A small loader on the `safetensors` crate directly, so that these tests do not depend on the
 //! crate's own I/O module.
 
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 
 use ndarray::{ArrayD, IxDyn};
