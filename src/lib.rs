@@ -4,6 +4,7 @@
 
 pub mod amount;
 pub mod error;
+pub mod graph;
 pub mod io;
 pub mod mask;
 pub mod params;
@@ -13,6 +14,7 @@ pub mod strategy;
 
 pub use amount::{Amount, CountRule};
 pub use error::{Error, Result};
+pub use graph::{Layer, Network, NetworkBuilder, NetworkSpec, Node};
 pub use io::{Checkpoint, SafetensorsFile};
 pub use mask::{Mask, MaskSet, TensorSparsity};
 pub use ndarray;

@@ -1,0 +1,704 @@
+//! Forward kernels over row-major slices.
+//!
+//! Each kernel takes its input as a flat slice plus the geometry it needs, and returns its output
+//! as a flat vector; the caller owns shapes. Keeping the math in plain functions of (input,
+//! parameters) is what lets a backward pass mirror each kernel one to one. Convolutions are
+//! im2col followed by one matrix product per group (`ndarray::linalg::general_mat_mul`); work is
+//! spread over the batch (or over channel planes) with rayon under the `rayon` feature.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use super::layer::{ConvGeom, PoolGeom};
+
+/// Estimated operations below which a parallel task is not worth its scheduling.
+#[cfg(feature = "rayon")]
+const PAR_WORK: usize = 1 << 15;
+
+/// Rows of a linear layer's input handled by one task.
+const LINEAR_ROWS: usize = 64;
+
+fn view2(s: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((rows, cols), s).expect("slice length fixed by shape inference")
+}
+
+fn view2_mut(s: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+    ArrayViewMut2::from_shape((rows, cols), s).expect("slice length fixed by shape inference")
+}
+
+/// Calls `f(index, scratch, out_chunk, in_chunk)` for matching chunks of `out` and `inp`, in
+/// parallel under the `rayon` feature. `scratch` is a per-task buffer of `scratch_len` floats;
+/// `work` estimates the operations per chunk, so that cheap chunks are grouped into larger tasks.
+fn for_each_chunk<F>(
+    out: &mut [f32],
+    out_len: usize,
+    inp: &[f32],
+    in_len: usize,
+    scratch_len: usize,
+    work: usize,
+    f: F,
+) where
+    F: Fn(usize, &mut [f32], &mut [f32], &[f32]) + Send + Sync,
+{
+    if out_len == 0 || in_len == 0 {
+        return;
+    }
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(out_len)
+            .zip(inp.par_chunks(in_len))
+            .enumerate()
+            .with_min_len((PAR_WORK / work.max(1)).max(1))
+            .for_each_init(
+                || vec![0.0; scratch_len],
+                |scratch, (i, (o, x))| f(i, scratch, o, x),
+            );
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let _ = work;
+        let mut scratch = vec![0.0; scratch_len];
+        for (i, (o, x)) in out.chunks_mut(out_len).zip(inp.chunks(in_len)).enumerate() {
+            f(i, &mut scratch, o, x);
+        }
+    }
+}
+
+/// Applies `f` to every element, in parallel for large inputs under the `rayon` feature.
+pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Send + Sync) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    let chunk = 1 << 14;
+    for_each_chunk(&mut out, chunk, x, chunk, 0, chunk, |_, _, o, x| {
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = f(v);
+        }
+    });
+    out
+}
+
+/// `y = x Wᵀ + b` for `x` `[rows, in_f]` and `W` `[out_f, in_f]`.
+pub(crate) fn linear(
+    x: &[f32],
+    in_f: usize,
+    w: &[f32],
+    out_f: usize,
+    b: Option<&[f32]>,
+) -> Vec<f32> {
+    let rows = x.len() / in_f;
+    let mut y = vec![0.0; rows * out_f];
+    let wt = view2(w, out_f, in_f).reversed_axes();
+    let work = LINEAR_ROWS * 2 * in_f * out_f;
+    for_each_chunk(
+        &mut y,
+        LINEAR_ROWS * out_f,
+        x,
+        LINEAR_ROWS * in_f,
+        0,
+        work,
+        |_, _, y, x| {
+            let rows = y.len() / out_f;
+            let beta = fill_bias(y, b, 1);
+            general_mat_mul(
+                1.0,
+                &view2(x, rows, in_f),
+                &wt,
+                beta,
+                &mut view2_mut(y, rows, out_f),
+            );
+        },
+    );
+    y
+}
+
+/// Pre-fills `y`, runs of `spatial` elements per channel with the channels cycling, with the
+/// bias; returns the `beta` a following `general_mat_mul` must use: 1 to accumulate onto the
+/// bias, 0 without one.
+fn fill_bias(y: &mut [f32], b: Option<&[f32]>, spatial: usize) -> f32 {
+    match b {
+        Some(b) => {
+            for (run, &v) in y.chunks_mut(spatial).zip(b.iter().cycle()) {
+                run.fill(v);
+            }
+            1.0
+        }
+        None => 0.0,
+    }
+}
+
+/// Output positions `o` in `0..n_out` whose input position `o · s + off` lies in `0..n_in`, as a
+/// half-open range.
+fn valid_range(n_out: usize, s: usize, off: isize, n_in: usize) -> (usize, usize) {
+    let lo = if off >= 0 {
+        0
+    } else {
+        off.unsigned_abs().div_ceil(s)
+    };
+    let end = n_in as isize - off;
+    let hi = if end <= 0 {
+        0
+    } else {
+        (end as usize).div_ceil(s).min(n_out)
+    };
+    (lo.min(hi), hi)
+}
+
+/// Unfolds one sample `[cin, h, w]` into `cols` `[cin · kh · kw, oh · ow]`: row
+/// `(c · kh + i) · kw + j` holds the input under kernel tap `(i, j)` of channel `c` for every
+/// output position (zero where the tap falls into the padding). Rows are ordered as the weight's
+/// `[cin/groups, kh, kw]` axes, so group `g` owns a contiguous block of rows.
+pub(crate) fn im2col(
+    x: &[f32],
+    g: &ConvGeom,
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    cols: &mut [f32],
+) {
+    let [kh, kw] = g.k;
+    let [sh, sw] = g.stride;
+    for (r, dst) in cols.chunks_exact_mut(oh * ow).enumerate() {
+        let (c, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
+        let plane = &x[c * h * w..(c + 1) * h * w];
+        let off_h = (i * g.dil[0]) as isize - g.pad[0] as isize;
+        let off_w = (j * g.dil[1]) as isize - g.pad[1] as isize;
+        let (h_lo, h_hi) = valid_range(oh, sh, off_h, h);
+        let (w_lo, w_hi) = valid_range(ow, sw, off_w, w);
+        for (o_h, drow) in dst.chunks_exact_mut(ow).enumerate() {
+            if o_h < h_lo || o_h >= h_hi || w_lo == w_hi {
+                drow.fill(0.0);
+                continue;
+            }
+            let ih = ((o_h * sh) as isize + off_h) as usize;
+            let srow = &plane[ih * w..(ih + 1) * w];
+            drow[..w_lo].fill(0.0);
+            drow[w_hi..].fill(0.0);
+            let start = ((w_lo * sw) as isize + off_w) as usize;
+            let n = w_hi - w_lo;
+            if sw == 1 {
+                drow[w_lo..w_hi].copy_from_slice(&srow[start..start + n]);
+            } else {
+                for (d, s) in drow[w_lo..w_hi]
+                    .iter_mut()
+                    .zip(srow[start..].iter().step_by(sw))
+                {
+                    *d = *s;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a convolution reads its input as is (1×1 kernel, stride 1, no padding): then the
+/// input already is its own im2col matrix.
+fn is_pointwise(g: &ConvGeom) -> bool {
+    g.k == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0]
+}
+
+/// Convolution of `x` `[batch, cin, h, w]` with `w` `[cout, cin/groups, kh, kw]` into
+/// `[batch, cout, oh, ow]`.
+pub(crate) fn conv(
+    g: &ConvGeom,
+    x: &[f32],
+    hw: [usize; 2],
+    out_hw: [usize; 2],
+    w: &[f32],
+    b: Option<&[f32]>,
+) -> Vec<f32> {
+    let howo = out_hw[0] * out_hw[1];
+    let kk = g.fan_in();
+    let cout_g = g.cout / g.groups;
+    let pointwise = is_pointwise(g);
+    let scratch = if pointwise { 0 } else { g.groups * kk * howo };
+    let batch = x.len() / (g.cin * hw[0] * hw[1]);
+    let mut out = vec![0.0; batch * g.cout * howo];
+    for_each_chunk(
+        &mut out,
+        g.cout * howo,
+        x,
+        g.cin * hw[0] * hw[1],
+        scratch,
+        2 * g.cout * kk * howo,
+        |_, cols, y, xs| {
+            let cols: &[f32] = if pointwise {
+                xs
+            } else {
+                im2col(xs, g, hw, out_hw, cols);
+                cols
+            };
+            let beta = fill_bias(y, b, howo);
+            for (gi, (yg, cg)) in y
+                .chunks_exact_mut(cout_g * howo)
+                .zip(cols.chunks_exact(kk * howo))
+                .enumerate()
+            {
+                let wg = &w[gi * cout_g * kk..(gi + 1) * cout_g * kk];
+                general_mat_mul(
+                    1.0,
+                    &view2(wg, cout_g, kk),
+                    &view2(cg, kk, howo),
+                    beta,
+                    &mut view2_mut(yg, cout_g, howo),
+                );
+            }
+        },
+    );
+    out
+}
+
+/// Per-channel `y = x · scale + shift` over `[batch, channels, spatial]`.
+pub(crate) fn channel_affine(x: &[f32], spatial: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let channels = scale.len();
+    let mut out = vec![0.0; x.len()];
+    for_each_chunk(
+        &mut out,
+        spatial,
+        x,
+        spatial,
+        0,
+        2 * spatial,
+        |i, _, y, x| {
+            let (a, b) = (scale[i % channels], shift[i % channels]);
+            for (y, &v) in y.iter_mut().zip(x) {
+                *y = v * a + b;
+            }
+        },
+    );
+    out
+}
+
+/// BatchNorm at inference as a per-channel affine map: `scale = γ / √(var + eps)`,
+/// `shift = β - mean · scale` (computed in `f64`).
+pub(crate) fn batch_norm_affine(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    gamma
+        .iter()
+        .zip(beta)
+        .zip(mean.iter().zip(var))
+        .map(|((&g, &b), (&m, &v))| {
+            let scale = f64::from(g) / (f64::from(v) + eps).sqrt();
+            (scale as f32, (f64::from(b) - f64::from(m) * scale) as f32)
+        })
+        .unzip()
+}
+
+/// Layer normalisation over the last `d` elements of each row; statistics in `f64`.
+pub(crate) fn layer_norm(
+    x: &[f32],
+    d: usize,
+    eps: f64,
+    affine: Option<(&[f32], &[f32])>,
+) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for_each_chunk(&mut out, d, x, d, 0, 7 * d, |_, _, y, x| {
+        let n = d as f64;
+        let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = x
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (k, (y, &v)) in y.iter_mut().zip(x).enumerate() {
+            let z = ((f64::from(v) - mean) * inv) as f32;
+            *y = match affine {
+                Some((w, b)) => z * w[k] + b[k],
+                None => z,
+            };
+        }
+    });
+    out
+}
+
+/// Softmax along the middle axis of `x` seen as `[outer, len, inner]`.
+pub(crate) fn softmax(x: &[f32], len: usize, inner: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    let block = len * inner;
+    for_each_chunk(&mut out, block, x, block, 0, 4 * block, |_, _, y, x| {
+        for j in 0..inner {
+            let lane = || (0..len).map(|k| k * inner + j);
+            let max = lane().map(|k| x[k]).fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for k in lane() {
+                let e = (x[k] - max).exp();
+                y[k] = e;
+                sum += e;
+            }
+            for k in lane() {
+                y[k] /= sum;
+            }
+        }
+    });
+    out
+}
+
+/// Max or average pooling of `x` `[batch · channels, h, w]` planes into `[.., oh, ow]`.
+pub(crate) fn pool(g: &PoolGeom, x: &[f32], hw: [usize; 2], out_hw: [usize; 2]) -> Vec<f32> {
+    let Some(count_include_pad) = g.avg else {
+        // NaN wins, as in PyTorch: once the maximum is NaN no comparison replaces it.
+        return fold_windows(g, x, hw, out_hw, f32::NEG_INFINITY, |m, v| {
+            if v > m || v.is_nan() { v } else { m }
+        });
+    };
+    let mut sums = fold_windows(g, x, hw, out_hw, 0.0, |s, v| s + v);
+    if count_include_pad {
+        // Without ceil mode and with padding at most half the kernel, every window lies inside
+        // the padded input, so PyTorch's divisor is the kernel size.
+        let size = (g.k[0] * g.k[1]) as f32;
+        sums.iter_mut().for_each(|s| *s /= size);
+    } else {
+        // Divide by the taps that fall inside the input.
+        let counts = |a: usize, n: usize, n_out: usize| -> Vec<f32> {
+            (0..n_out)
+                .map(|o| {
+                    let start = (o * g.stride[a]) as isize - g.pad[a] as isize;
+                    let end = (start + g.k[a] as isize).min(n as isize);
+                    (end - start.max(0)) as f32
+                })
+                .collect()
+        };
+        let (rows, cols) = (counts(0, hw[0], out_hw[0]), counts(1, hw[1], out_hw[1]));
+        for plane in sums.chunks_exact_mut(out_hw[0] * out_hw[1]) {
+            for (row, &r) in plane.chunks_exact_mut(out_hw[1]).zip(&rows) {
+                for (s, &c) in row.iter_mut().zip(&cols) {
+                    *s /= r * c;
+                }
+            }
+        }
+    }
+    sums
+}
+
+/// Folds every pooling window of `x` `[planes, h, w]` with `step`, starting from `init`; taps in
+/// the padding are skipped. Loops run tap by tap over whole output rows (as im2col does), so that
+/// the inner loop is a plain strided pass the compiler can vectorise.
+fn fold_windows(
+    g: &PoolGeom,
+    x: &[f32],
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    init: f32,
+    step: impl Fn(f32, f32) -> f32 + Send + Sync,
+) -> Vec<f32> {
+    let mut out = vec![init; x.len() / (h * w) * oh * ow];
+    let [sh, sw] = g.stride;
+    let work = oh * ow * g.k[0] * g.k[1];
+    for_each_chunk(&mut out, oh * ow, x, h * w, 0, work, |_, _, y, x| {
+        for i in 0..g.k[0] {
+            let off_h = i as isize - g.pad[0] as isize;
+            let (h_lo, h_hi) = valid_range(oh, sh, off_h, h);
+            for j in 0..g.k[1] {
+                let off_w = j as isize - g.pad[1] as isize;
+                let (w_lo, w_hi) = valid_range(ow, sw, off_w, w);
+                if w_lo == w_hi {
+                    continue;
+                }
+                let start = ((w_lo * sw) as isize + off_w) as usize;
+                for o_h in h_lo..h_hi {
+                    let ih = ((o_h * sh) as isize + off_h) as usize;
+                    let src = x[ih * w + start..(ih + 1) * w].iter().step_by(sw);
+                    for (acc, &v) in y[o_h * ow + w_lo..o_h * ow + w_hi].iter_mut().zip(src) {
+                        *acc = step(*acc, v);
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Mean of each run of `spatial` elements.
+pub(crate) fn mean_runs(x: &[f32], spatial: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len() / spatial];
+    for_each_chunk(&mut out, 1, x, spatial, 0, spatial, |_, _, y, x| {
+        y[0] = x.iter().sum::<f32>() / spatial as f32;
+    });
+    out
+}
+
+/// Element-wise sum of equally long slices.
+pub(crate) fn add(xs: &[&[f32]]) -> Vec<f32> {
+    let mut out = xs[0].to_vec();
+    for x in &xs[1..] {
+        for (o, &v) in out.iter_mut().zip(*x) {
+            *o += v;
+        }
+    }
+    out
+}
+
+/// Exact GELU `x · Φ(x)`, written as `x/2 · erfc(-x/√2)` so that large negative inputs keep their
+/// relative accuracy (`1 + erf` would cancel).
+pub(crate) fn gelu(x: f32) -> f32 {
+    0.5 * x * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2)
+}
+
+/// Logistic function.
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::layer::window_count;
+    use proptest::prelude::*;
+
+    /// Deterministic values in [-1, 1) from a seed (a 64-bit LCG), for property tests.
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Convolution straight from its definition, one output at a time.
+    fn direct_conv(
+        g: &ConvGeom,
+        x: &[f32],
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        wt: &[f32],
+        b: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let (cin_g, cout_g) = (g.cin / g.groups, g.cout / g.groups);
+        let [kh, kw] = g.k;
+        let batch = x.len() / (g.cin * h * w);
+        let mut y = Vec::new();
+        for n in 0..batch {
+            for co in 0..g.cout {
+                for o_h in 0..oh {
+                    for o_w in 0..ow {
+                        let mut acc = b.map_or(0.0, |b| f64::from(b[co]));
+                        for ci in 0..cin_g {
+                            let c = co / cout_g * cin_g + ci;
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let ih = (o_h * g.stride[0] + i * g.dil[0]) as isize
+                                        - g.pad[0] as isize;
+                                    let iw = (o_w * g.stride[1] + j * g.dil[1]) as isize
+                                        - g.pad[1] as isize;
+                                    if ih < 0 || iw < 0 || ih >= h as isize || iw >= w as isize {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((n * g.cin + c) * h + ih as usize) * w + iw as usize];
+                                    let wv = wt[((co * cin_g + ci) * kh + i) * kw + j];
+                                    acc += f64::from(xv) * f64::from(wv);
+                                }
+                            }
+                        }
+                        y.push(acc as f32);
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    /// Pooling straight from PyTorch's definition.
+    fn direct_pool(g: &PoolGeom, x: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<f32> {
+        let mut y = Vec::new();
+        for plane in x.chunks(h * w) {
+            for o_h in 0..oh {
+                for o_w in 0..ow {
+                    let (mut max, mut sum, mut taps, mut padded) = (f32::NEG_INFINITY, 0.0, 0, 0);
+                    for i in 0..g.k[0] {
+                        for j in 0..g.k[1] {
+                            let ih = (o_h * g.stride[0] + i) as isize - g.pad[0] as isize;
+                            let iw = (o_w * g.stride[1] + j) as isize - g.pad[1] as isize;
+                            let in_padded =
+                                ih < (h + g.pad[0]) as isize && iw < (w + g.pad[1]) as isize;
+                            padded += usize::from(in_padded);
+                            if ih >= 0 && iw >= 0 && ih < h as isize && iw < w as isize {
+                                let v = plane[ih as usize * w + iw as usize];
+                                max = max.max(v);
+                                sum += v;
+                                taps += 1;
+                            }
+                        }
+                    }
+                    y.push(match g.avg {
+                        None => max,
+                        Some(true) => sum / padded as f32,
+                        Some(false) => sum / taps as f32,
+                    });
+                }
+            }
+        }
+        y
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn conv_matches_its_definition(
+            cin_g in 1usize..4, cout_g in 1usize..4, groups in 1usize..4,
+            k in (1usize..4, 1usize..5), stride in (1usize..3, 1usize..4),
+            pad in (0usize..3, 0usize..4), dil in (1usize..3, 1usize..3),
+            hw in (1usize..7, 1usize..12), batch in 0usize..3, bias: bool, seed: u64,
+        ) {
+            let g = ConvGeom {
+                cin: cin_g * groups, cout: cout_g * groups, groups,
+                k: [k.0, k.1], stride: [stride.0, stride.1], pad: [pad.0, pad.1],
+                dil: [dil.0, dil.1], bias,
+            };
+            let Ok(out_hw) = g.out_hw([hw.0, hw.1]) else { return Ok(()) };
+            let x = values(seed, batch * g.cin * hw.0 * hw.1);
+            let w = values(seed ^ 1, g.cout * g.fan_in());
+            let b = values(seed ^ 2, g.cout);
+            let b = bias.then_some(b.as_slice());
+            let got = conv(&g, &x, [hw.0, hw.1], out_hw, &w, b);
+            let want = direct_conv(&g, &x, [hw.0, hw.1], out_hw, &w, b);
+            prop_assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                prop_assert!((a - b).abs() <= 1e-5, "{} vs {}", a, b);
+            }
+        }
+
+        #[test]
+        fn pool_matches_its_definition(
+            k in (1usize..4, 1usize..5), stride in (1usize..3, 1usize..4),
+            pad in (0usize..3, 0usize..3), hw in (1usize..7, 1usize..12),
+            planes in 1usize..4, avg in proptest::option::of(any::<bool>()), seed: u64,
+        ) {
+            let g = PoolGeom { k: [k.0, k.1], stride: [stride.0, stride.1], pad: [pad.0, pad.1], avg };
+            prop_assume!(pad.0 <= k.0 / 2 && pad.1 <= k.1 / 2);
+            let (Some(oh), Some(ow)) = (
+                window_count(hw.0, k.0, stride.0, pad.0, 1),
+                window_count(hw.1, k.1, stride.1, pad.1, 1),
+            ) else { return Ok(()) };
+            let x = values(seed, planes * hw.0 * hw.1);
+            let got = pool(&g, &x, [hw.0, hw.1], [oh, ow]);
+            let want = direct_pool(&g, &x, [hw.0, hw.1], [oh, ow]);
+            prop_assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                prop_assert!((a - b).abs() <= 1e-6, "{} vs {}", a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn valid_range_matches_brute_force() {
+        for n_out in 0..6 {
+            for s in 1..4 {
+                for off in -5isize..6 {
+                    for n_in in 0..7 {
+                        let want: Vec<usize> = (0..n_out)
+                            .filter(|&o| {
+                                let p = (o * s) as isize + off;
+                                p >= 0 && p < n_in as isize
+                            })
+                            .collect();
+                        let (lo, hi) = valid_range(n_out, s, off, n_in);
+                        assert_eq!(
+                            (lo..hi).collect::<Vec<_>>(),
+                            want,
+                            "{n_out} {s} {off} {n_in}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn im2col_by_hand() {
+        // One channel of length 4, kernel 2, padding 1, stride 2: windows start at -1, 1, 3.
+        let g = ConvGeom {
+            cin: 1,
+            cout: 1,
+            groups: 1,
+            k: [1, 2],
+            stride: [1, 2],
+            pad: [0, 1],
+            dil: [1, 1],
+            bias: false,
+        };
+        let mut cols = vec![f32::NAN; 6];
+        im2col(&[1.0, 2.0, 3.0, 4.0], &g, [1, 4], [1, 3], &mut cols);
+        assert_eq!(cols, [0.0, 2.0, 4.0, 1.0, 3.0, 0.0]);
+    }
+
+    #[test]
+    fn conv_by_hand() {
+        // Two samples, one channel, kernel [1, -1] with bias 0.5: differences plus 0.5.
+        let g = ConvGeom {
+            cin: 1,
+            cout: 1,
+            groups: 1,
+            k: [1, 2],
+            stride: [1, 1],
+            pad: [0, 0],
+            dil: [1, 1],
+            bias: true,
+        };
+        let x = [1.0, 4.0, 9.0, 0.0, 1.0, 3.0];
+        let y = conv(&g, &x, [1, 3], [1, 2], &[1.0, -1.0], Some(&[0.5]));
+        assert_eq!(y, [-2.5, -4.5, -0.5, -1.5]);
+    }
+
+    #[test]
+    fn pools_by_hand() {
+        let avg = |include| PoolGeom {
+            k: [1, 3],
+            stride: [1, 2],
+            pad: [0, 1],
+            avg: Some(include),
+        };
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        // Windows over positions [-1, 1], [1, 3], [3, 5]: the first and last hold one pad.
+        assert_eq!(pool(&avg(true), &x, [1, 5], [1, 3]), [1.0, 3.0, 3.0]);
+        assert_eq!(pool(&avg(false), &x, [1, 5], [1, 3]), [1.5, 3.0, 4.5]);
+        let max = PoolGeom {
+            avg: None,
+            ..avg(true)
+        };
+        let x = [-1.0, -2.0, f32::NAN, -4.0, -5.0];
+        let y = pool(&max, &x, [1, 5], [1, 3]);
+        assert_eq!(y[0], -1.0);
+        assert!(y[1].is_nan());
+        assert_eq!(y[2], -4.0);
+    }
+
+    #[test]
+    fn softmax_lanes_sum_to_one() {
+        // [outer 1, len 2, inner 3]: softmax over pairs (x[j], x[3 + j]).
+        let y = softmax(&[0.0, 1.0, 1000.0, 0.0, 3.0, 1000.0], 2, 3);
+        assert_eq!(y[0], 0.5);
+        assert_eq!(y[2], 0.5);
+        assert!((y[1] - 1.0 / (1.0 + 2f32.exp())).abs() < 1e-7);
+    }
+
+    #[test]
+    fn gelu_keeps_relative_accuracy_in_the_tail() {
+        // x Φ(x) at x = -6: Φ(-6) = 9.865876450377e-10.
+        let want = -6.0 * 9.865_876_450_377e-10;
+        assert!(((gelu(-6.0) as f64 - want) / want).abs() < 1e-5);
+        assert_eq!(gelu(0.0), 0.0);
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+    }
+
+    #[test]
+    fn linear_splits_rows_consistently() {
+        // 130 rows spill over two full row blocks into a third, shorter one.
+        let rows = 2 * LINEAR_ROWS + 2;
+        let x: Vec<f32> = (0..rows * 3).map(|v| v as f32).collect();
+        let w = [1.0, 0.0, 0.0, 0.0, 1.0, -1.0];
+        let y = linear(&x, 3, &w, 2, Some(&[10.0, 20.0]));
+        for r in 0..rows {
+            assert_eq!(y[2 * r], x[3 * r] + 10.0);
+            assert_eq!(y[2 * r + 1], x[3 * r + 1] - x[3 * r + 2] + 20.0);
+        }
+    }
+}
