@@ -6,6 +6,8 @@
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
+use super::ops::Window;
+
 /// Something that can be read as a `[height, width]` pair: a single `usize` (used for both) or a
 /// pair, as PyTorch's `int or tuple` arguments.
 pub trait IntoPair {
@@ -49,6 +51,11 @@ fn yes() -> bool {
 #[cfg(feature = "serde")]
 fn default_eps() -> f64 {
     1e-5
+}
+
+#[cfg(feature = "serde")]
+fn default_momentum() -> f64 {
+    0.1
 }
 
 /// JSON helpers: `int or [h, w]` pairs and PyTorch's "stride defaults to the kernel size" rule.
@@ -295,8 +302,10 @@ impl Conv2d {
     }
 }
 
-/// `nn.BatchNorm1d` / `nn.BatchNorm2d` at inference: `y = (x - running_mean) / sqrt(running_var +
-/// eps) * weight + bias`, per channel (axis 1).
+/// `nn.BatchNorm1d` / `nn.BatchNorm2d`: per channel (axis 1), `y = (x - mean) / sqrt(var + eps) *
+/// weight + bias`. At inference `mean` and `var` are the running statistics; in training (see
+/// [`Mode`](super::Mode)) they are the batch's own (biased variance), and the running statistics
+/// move towards them by `momentum`, with the unbiased variance, as in PyTorch.
 ///
 /// Parameters: `weight`, `bias` (trainable) and the buffers `running_mean`, `running_var`, all
 /// `[num_features]`.
@@ -312,20 +321,31 @@ pub struct BatchNorm {
     /// Added to the variance for stability (PyTorch default `1e-5`).
     #[cfg_attr(feature = "serde", serde(default = "default_eps"))]
     pub eps: f64,
+    /// Weight of a training batch in the running statistics: `running = (1 - momentum) ·
+    /// running + momentum · batch` (PyTorch default `0.1`), in `[0, 1]`.
+    #[cfg_attr(feature = "serde", serde(default = "default_momentum"))]
+    pub momentum: f64,
 }
 
 impl BatchNorm {
-    /// Batch normalisation with PyTorch's default `eps = 1e-5`.
+    /// Batch normalisation with PyTorch's defaults `eps = 1e-5`, `momentum = 0.1`.
     pub fn new(num_features: usize) -> Self {
         BatchNorm {
             num_features,
             eps: 1e-5,
+            momentum: 0.1,
         }
     }
 
     /// Sets `eps`.
     pub fn eps(mut self, eps: f64) -> Self {
         self.eps = eps;
+        self
+    }
+
+    /// Sets the running statistics' `momentum`.
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        self.momentum = momentum;
         self
     }
 }
@@ -737,6 +757,16 @@ pub(crate) struct ConvGeom {
 }
 
 impl ConvGeom {
+    /// Where the kernel's taps fall.
+    pub fn window(&self) -> Window {
+        Window {
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            dil: self.dil,
+        }
+    }
+
     /// Weights per filter: `in_channels / groups · kh · kw`.
     pub fn fan_in(&self) -> usize {
         self.cin / self.groups * self.k[0] * self.k[1]
@@ -804,6 +834,16 @@ pub(crate) struct PoolGeom {
 }
 
 impl PoolGeom {
+    /// Where the window's taps fall (no dilation).
+    pub fn window(&self) -> Window {
+        Window {
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+            dil: [1, 1],
+        }
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.k.contains(&0) || self.stride.contains(&0) {
             return Err("kernel_size and stride must be positive".into());
@@ -1045,6 +1085,9 @@ impl Layer {
             }
             Layer::BatchNorm1d(b) | Layer::BatchNorm2d(b) => {
                 eps_ok(b.eps)?;
+                if !(0.0..=1.0).contains(&b.momentum) {
+                    return Err(format!("momentum must be in [0, 1], got {}", b.momentum));
+                }
                 if matches!(self, Layer::BatchNorm1d(_)) {
                     rank(&[1, 2], "[C] or [C, L]")?;
                 } else {
@@ -1258,6 +1301,12 @@ mod tests {
         assert_eq!(bn.output_shape(&[&[4, 9]]), Ok(vec![4, 9]));
         assert!(bn.output_shape(&[&[3, 9]]).is_err());
         assert!(bn.output_shape(&[&[4, 9, 2]]).is_err());
+        let bad = Layer::BatchNorm1d(BatchNorm::new(4).momentum(1.5));
+        assert!(
+            bad.output_shape(&[&[4]])
+                .unwrap_err()
+                .contains("momentum must be in [0, 1], got 1.5")
+        );
         assert_eq!(out(LayerNorm::new(&[3, 4]), &[2, 3, 4]), Ok(vec![2, 3, 4]));
         assert!(out(LayerNorm::new(&[3]), &[3, 4]).is_err());
         assert_eq!(

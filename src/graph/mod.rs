@@ -58,13 +58,16 @@
 //! # Ok::<(), shears::Error>(())
 //! ```
 
+mod backward;
 mod builder;
+mod grad;
 mod layer;
 mod network;
 mod ops;
 #[cfg(test)]
 mod tests;
 
+pub use backward::{Gradients, Mode, Tape};
 pub use builder::NetworkBuilder;
 pub use layer::{
     AvgPool1d, AvgPool2d, BatchNorm, Conv1d, Conv2d, IntoPair, Layer, LayerNorm, Linear, MaxPool1d,

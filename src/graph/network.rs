@@ -9,11 +9,16 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
+use super::backward::{Mode, Pass, Saved};
 use super::builder::NetworkBuilder;
 use super::layer::{Layer, ParamRole, softmax_axis};
 use super::ops;
 use crate::error::{Error, Result};
+use crate::mask::MaskSet;
 use crate::params::Params;
+
+/// Each node's value, where kept.
+type Values = Vec<Option<ArrayD<f32>>>;
 
 /// Name by which nodes refer to the network's input.
 pub const INPUT: &str = "input";
@@ -175,20 +180,20 @@ pub struct Visit<'a> {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Network {
-    spec: NetworkSpec,
-    params: Params,
+    pub(super) spec: NetworkSpec,
+    pub(super) params: Params,
     /// Output shape of each node, per sample.
-    shapes: Vec<Vec<usize>>,
+    pub(super) shapes: Vec<Vec<usize>>,
     /// Resolved inputs of each node.
-    sources: Vec<Vec<Source>>,
+    pub(super) sources: Vec<Vec<Source>>,
     /// Parameter names of each node, in the order of `Layer::param_specs`.
-    param_names: Vec<Vec<(ParamRole, String)>>,
+    pub(super) param_names: Vec<Vec<(ParamRole, String)>>,
     /// FLOPs of each node for one sample.
-    flops: Vec<u64>,
+    pub(super) flops: Vec<u64>,
     /// Index of the last node reading each node's output, if any.
-    last_use: Vec<Option<usize>>,
+    pub(super) last_use: Vec<Option<usize>>,
     /// Index of the output node.
-    output: usize,
+    pub(super) output: usize,
 }
 
 /// Largest number of elements a tensor (per sample) may have: beyond it, byte counts and index
@@ -461,6 +466,16 @@ impl Network {
         Ok(())
     }
 
+    /// Zeroes every pruned parameter element: the masks, named as the parameters, become the
+    /// network's weights. Nothing changes unless every mask fits its tensor.
+    ///
+    /// # Errors
+    ///
+    /// As [`MaskSet::apply`]: [`Error::UnknownTensor`] or [`Error::ShapeMismatch`].
+    pub fn apply_masks(&mut self, masks: &MaskSet) -> Result<()> {
+        masks.apply(&mut self.params)
+    }
+
     /// The parameters, giving the network up.
     pub fn into_params(self) -> Params {
         self.params
@@ -529,7 +544,7 @@ impl Network {
     where
         F: FnMut(Visit<'_>) -> Result<()>,
     {
-        let mut values = self.run(input, false, visit)?;
+        let (mut values, _) = self.run(input, Pass::INFERENCE, false, visit)?;
         values[self.output]
             .take()
             .ok_or_else(|| Error::graph(self.nodes()[self.output].name.as_str(), "output lost"))
@@ -541,19 +556,23 @@ impl Network {
     ///
     /// As [`Network::forward`].
     pub fn forward_all(&self, input: ArrayViewD<'_, f32>) -> Result<Vec<ArrayD<f32>>> {
-        self.run(input, true, |_| Ok(()))?
+        self.run(input, Pass::INFERENCE, true, |_| Ok(()))?
+            .0
             .into_iter()
             .zip(&self.spec.nodes)
             .map(|(v, node)| v.ok_or_else(|| Error::graph(node.name.as_str(), "value lost")))
             .collect()
     }
 
-    fn run<F>(
+    /// Runs a batch in `pass`'s mode, returning the values kept (all of them with `keep_all`,
+    /// else only the output) and what each node saved for a backward pass.
+    pub(super) fn run<F>(
         &self,
         input: ArrayViewD<'_, f32>,
+        pass: Pass,
         keep_all: bool,
         mut visit: F,
-    ) -> Result<Vec<Option<ArrayD<f32>>>>
+    ) -> Result<(Values, Vec<Saved>)>
     where
         F: FnMut(Visit<'_>) -> Result<()>,
     {
@@ -574,6 +593,7 @@ impl Network {
         }
         let x = input.as_standard_layout();
         let mut values: Vec<Option<ArrayD<f32>>> = vec![None; self.spec.nodes.len()];
+        let mut saved = Vec::with_capacity(if pass.record { values.len() } else { 0 });
         for (i, node) in self.spec.nodes.iter().enumerate() {
             let out = {
                 let inputs = self.sources[i]
@@ -586,7 +606,10 @@ impl Network {
                             .ok_or_else(|| Error::graph(node.name.as_str(), "input value lost")),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let out = self.eval(i, &inputs)?;
+                let (out, keep) = self.eval(i, &inputs, pass)?;
+                if pass.record {
+                    saved.push(keep);
+                }
                 visit(Visit {
                     index: i,
                     node,
@@ -610,11 +633,11 @@ impl Network {
             }
             values[i] = Some(out);
         }
-        Ok(values)
+        Ok((values, saved))
     }
 
     /// The parameter of node `i` with `role`, as a flat slice.
-    fn param(&self, i: usize, role: ParamRole) -> Result<&[f32]> {
+    pub(super) fn param(&self, i: usize, role: ParamRole) -> Result<&[f32]> {
         self.param_names[i]
             .iter()
             .find(|(r, _)| *r == role)
@@ -632,8 +655,14 @@ impl Network {
         self.param(i, ParamRole::Bias).ok()
     }
 
-    /// Computes node `i` from its batched inputs.
-    fn eval(&self, i: usize, inputs: &[ArrayViewD<'_, f32>]) -> Result<ArrayD<f32>> {
+    /// Computes node `i` from its batched inputs in `pass`'s mode, with what its backward needs
+    /// when the pass records.
+    fn eval(
+        &self,
+        i: usize,
+        inputs: &[ArrayViewD<'_, f32>],
+        pass: Pass,
+    ) -> Result<(ArrayD<f32>, Saved)> {
         let node = &self.spec.nodes[i];
         let fail = |reason: &str| Error::graph(node.name.as_str(), reason);
         let slices = inputs
@@ -646,12 +675,7 @@ impl Network {
         let mut out_shape = Vec::with_capacity(self.shapes[i].len() + 1);
         out_shape.push(batch);
         out_shape.extend_from_slice(&self.shapes[i]);
-        // Spatial extent of `[C, ...]` samples: `[h, w]`, with h = 1 for 1-D.
-        let hw = |s: &[usize]| match s.len() {
-            2 => [1, s[1]],
-            3 => [s[1], s[2]],
-            _ => [1, 1],
-        };
+        let mut keep = Saved::Nothing;
         let data = match &node.layer {
             Layer::Linear(l) => ops::linear(
                 x,
@@ -672,14 +696,35 @@ impl Network {
                 )
             }
             Layer::BatchNorm1d(b) | Layer::BatchNorm2d(b) => {
-                let (scale, shift) = ops::batch_norm_affine(
-                    self.param(i, ParamRole::Weight)?,
-                    self.param(i, ParamRole::Bias)?,
-                    self.param(i, ParamRole::RunningMean)?,
-                    self.param(i, ParamRole::RunningVar)?,
-                    b.eps,
-                );
-                ops::channel_affine(x, in_shape[1..].iter().product(), &scale, &shift)
+                let spatial = in_shape[1..].iter().product();
+                let gamma = self.param(i, ParamRole::Weight)?;
+                let beta = self.param(i, ParamRole::Bias)?;
+                let (scale, shift) = match pass.mode {
+                    Mode::Eval => ops::batch_norm_affine(
+                        gamma,
+                        beta,
+                        self.param(i, ParamRole::RunningMean)?,
+                        self.param(i, ParamRole::RunningVar)?,
+                        b.eps,
+                    ),
+                    Mode::Train { .. } => {
+                        if batch * spatial < 2 {
+                            return Err(fail(&format!(
+                                "training needs more than one value per channel, got input shape {:?}",
+                                inputs[0].shape()
+                            )));
+                        }
+                        let stats = ops::channel_stats(x, b.num_features, spatial);
+                        let (mean, var): (Vec<f32>, Vec<f32>) =
+                            stats.iter().map(|&(m, v)| (m as f32, v as f32)).unzip();
+                        keep = Saved::BatchStats {
+                            stats,
+                            count: batch * spatial,
+                        };
+                        ops::batch_norm_affine(gamma, beta, &mean, &var, b.eps)
+                    }
+                };
+                ops::channel_affine(x, spatial, &scale, &shift)
             }
             Layer::LayerNorm(l) => {
                 let affine = if l.elementwise_affine {
@@ -708,14 +753,49 @@ impl Network {
                 let g = layer
                     .pool_geom()
                     .ok_or_else(|| fail("not a pooling layer"))?;
-                ops::pool(&g, x, hw(in_shape), hw(&self.shapes[i]))
+                let (hw, out_hw) = (hw(in_shape), hw(&self.shapes[i]));
+                if pass.record && g.avg.is_none() {
+                    if hw[0] * hw[1] >= u32::MAX as usize {
+                        return Err(fail("planes of 2^32 elements or more cannot be recorded"));
+                    }
+                    let (y, argmax) = ops::max_pool_argmax(&g, x, hw, out_hw);
+                    keep = Saved::Argmax(argmax);
+                    y
+                } else {
+                    ops::pool(&g, x, hw, out_hw)
+                }
             }
             Layer::GlobalAvgPool => ops::mean_runs(x, in_shape[1..].iter().product()),
+            Layer::Dropout { p } if *p > 0.0 && matches!(pass.mode, Mode::Train { .. }) => {
+                let Mode::Train { seed } = pass.mode else {
+                    unreachable!("matched above")
+                };
+                let mask = ops::dropout_mask(x.len(), *p, node_seed(seed, i));
+                let y = ops::mul(x, &mask);
+                keep = Saved::DropMask(mask);
+                y
+            }
             Layer::Flatten | Layer::Dropout { .. } | Layer::Identity => x.to_vec(),
             Layer::Add => ops::add(&slices),
         };
-        ArrayD::from_shape_vec(IxDyn(&out_shape), data).map_err(|e| fail(&e.to_string()))
+        let out =
+            ArrayD::from_shape_vec(IxDyn(&out_shape), data).map_err(|e| fail(&e.to_string()))?;
+        Ok((out, keep))
     }
+}
+
+/// Spatial extent of `[C, ...]` samples as `[h, w]`, with `h = 1` for 1-D samples.
+pub(super) fn hw(s: &[usize]) -> [usize; 2] {
+    match s.len() {
+        2 => [1, s[1]],
+        3 => [s[1], s[2]],
+        _ => [1, 1],
+    }
+}
+
+/// The seed of node `i`'s dropout mask within a pass seeded with `seed`.
+fn node_seed(seed: u64, i: usize) -> u64 {
+    seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// Checks `params` against the spec and returns them in node order.

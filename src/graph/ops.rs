@@ -6,6 +6,8 @@
 //! im2col followed by one matrix product per group (`ndarray::linalg::general_mat_mul`); work is
 //! spread over the batch (or over channel planes) with rayon under the `rayon` feature.
 
+use std::ops::Range;
+
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -16,21 +18,24 @@ use super::layer::{ConvGeom, PoolGeom};
 const PAR_WORK: usize = 1 << 15;
 
 /// Rows of a linear layer's input handled by one task.
-const LINEAR_ROWS: usize = 64;
+pub(crate) const LINEAR_ROWS: usize = 64;
 
-fn view2(s: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
+/// Elements of an element-wise map handled by one task.
+pub(crate) const MAP_CHUNK: usize = 1 << 14;
+
+pub(crate) fn view2(s: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
     ArrayView2::from_shape((rows, cols), s).expect("slice length fixed by shape inference")
 }
 
-fn view2_mut(s: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+pub(crate) fn view2_mut(s: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
     ArrayViewMut2::from_shape((rows, cols), s).expect("slice length fixed by shape inference")
 }
 
 /// Calls `f(index, scratch, out_chunk, in_chunk)` for matching chunks of `out` and `inp`, in
 /// parallel under the `rayon` feature. `scratch` is a per-task buffer of `scratch_len` floats;
 /// `work` estimates the operations per chunk, so that cheap chunks are grouped into larger tasks.
-fn for_each_chunk<F>(
-    out: &mut [f32],
+pub(crate) fn for_each_chunk<T, F>(
+    out: &mut [T],
     out_len: usize,
     inp: &[f32],
     in_len: usize,
@@ -38,7 +43,8 @@ fn for_each_chunk<F>(
     work: usize,
     f: F,
 ) where
-    F: Fn(usize, &mut [f32], &mut [f32], &[f32]) + Send + Sync,
+    T: Send,
+    F: Fn(usize, &mut [f32], &mut [T], &[f32]) + Send + Sync,
 {
     if out_len == 0 || in_len == 0 {
         return;
@@ -49,7 +55,7 @@ fn for_each_chunk<F>(
         out.par_chunks_mut(out_len)
             .zip(inp.par_chunks(in_len))
             .enumerate()
-            .with_min_len((PAR_WORK / work.max(1)).max(1))
+            .with_min_len(min_len(work))
             .for_each_init(
                 || vec![0.0; scratch_len],
                 |scratch, (i, (o, x))| f(i, scratch, o, x),
@@ -65,15 +71,51 @@ fn for_each_chunk<F>(
     }
 }
 
+/// Smallest number of items of `work` operations each worth one parallel task.
+#[cfg(feature = "rayon")]
+pub(crate) fn min_len(work: usize) -> usize {
+    (PAR_WORK / work.max(1)).max(1)
+}
+
+/// `f(0), f(1), ..., f(n - 1)`, in parallel under the `rayon` feature; `work` estimates the
+/// operations of one call.
+pub(crate) fn map_indices<T, F>(n: usize, work: usize, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize) -> T + Send + Sync,
+{
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..n)
+            .into_par_iter()
+            .with_min_len(min_len(work))
+            .map(f)
+            .collect()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let _ = work;
+        (0..n).map(f).collect()
+    }
+}
+
 /// Applies `f` to every element, in parallel for large inputs under the `rayon` feature.
 pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Send + Sync) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
-    let chunk = 1 << 14;
-    for_each_chunk(&mut out, chunk, x, chunk, 0, chunk, |_, _, o, x| {
-        for (o, &v) in o.iter_mut().zip(x) {
-            *o = f(v);
-        }
-    });
+    for_each_chunk(
+        &mut out,
+        MAP_CHUNK,
+        x,
+        MAP_CHUNK,
+        0,
+        MAP_CHUNK,
+        |_, _, o, x| {
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = f(v);
+            }
+        },
+    );
     out
 }
 
@@ -128,7 +170,7 @@ fn fill_bias(y: &mut [f32], b: Option<&[f32]>, spatial: usize) -> f32 {
 
 /// Output positions `o` in `0..n_out` whose input position `o · s + off` lies in `0..n_in`, as a
 /// half-open range.
-fn valid_range(n_out: usize, s: usize, off: isize, n_in: usize) -> (usize, usize) {
+pub(crate) fn valid_range(n_out: usize, s: usize, off: isize, n_in: usize) -> (usize, usize) {
     let lo = if off >= 0 {
         0
     } else {
@@ -143,6 +185,53 @@ fn valid_range(n_out: usize, s: usize, off: isize, n_in: usize) -> (usize, usize
     (lo.min(hi), hi)
 }
 
+/// Where a sliding window's taps fall, per axis `[height, width]`: kernel size, stride, padding
+/// and dilation. Convolutions, their im2col and col2im, and pooling forward and backward all walk
+/// windows through [`Window::for_each_tap_row`], so that a backward touches exactly the taps its
+/// forward read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    pub k: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dil: [usize; 2],
+}
+
+impl Window {
+    /// Calls `visit(tap, outs, in_start)` for every kernel tap `tap = i · kw + j` (in window
+    /// order) and every output row that tap reaches inside the input: the output positions
+    /// `outs` of a plane `[oh, ow]` read the input positions `in_start, in_start + stride_w, ...`
+    /// of a plane `[h, w]`. Taps that fall in the padding are skipped.
+    pub fn for_each_tap_row(
+        &self,
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        mut visit: impl FnMut(usize, Range<usize>, usize),
+    ) {
+        let [sh, sw] = self.stride;
+        for i in 0..self.k[0] {
+            let off_h = (i * self.dil[0]) as isize - self.pad[0] as isize;
+            let (h_lo, h_hi) = valid_range(oh, sh, off_h, h);
+            for j in 0..self.k[1] {
+                let off_w = (j * self.dil[1]) as isize - self.pad[1] as isize;
+                let (w_lo, w_hi) = valid_range(ow, sw, off_w, w);
+                if w_lo == w_hi {
+                    continue;
+                }
+                let start = ((w_lo * sw) as isize + off_w) as usize;
+                for o_h in h_lo..h_hi {
+                    let ih = ((o_h * sh) as isize + off_h) as usize;
+                    visit(
+                        i * self.k[1] + j,
+                        o_h * ow + w_lo..o_h * ow + w_hi,
+                        ih * w + start,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Unfolds one sample `[cin, h, w]` into `cols` `[cin · kh · kw, oh · ow]`: row
 /// `(c · kh + i) · kw + j` holds the input under kernel tap `(i, j)` of channel `c` for every
 /// output position (zero where the tap falls into the padding). Rows are ordered as the weight's
@@ -150,47 +239,57 @@ fn valid_range(n_out: usize, s: usize, off: isize, n_in: usize) -> (usize, usize
 pub(crate) fn im2col(
     x: &[f32],
     g: &ConvGeom,
-    [h, w]: [usize; 2],
-    [oh, ow]: [usize; 2],
+    hw: [usize; 2],
+    out_hw: [usize; 2],
     cols: &mut [f32],
 ) {
-    let [kh, kw] = g.k;
-    let [sh, sw] = g.stride;
-    for (r, dst) in cols.chunks_exact_mut(oh * ow).enumerate() {
-        let (c, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
-        let plane = &x[c * h * w..(c + 1) * h * w];
-        let off_h = (i * g.dil[0]) as isize - g.pad[0] as isize;
-        let off_w = (j * g.dil[1]) as isize - g.pad[1] as isize;
-        let (h_lo, h_hi) = valid_range(oh, sh, off_h, h);
-        let (w_lo, w_hi) = valid_range(ow, sw, off_w, w);
-        for (o_h, drow) in dst.chunks_exact_mut(ow).enumerate() {
-            if o_h < h_lo || o_h >= h_hi || w_lo == w_hi {
-                drow.fill(0.0);
-                continue;
-            }
-            let ih = ((o_h * sh) as isize + off_h) as usize;
-            let srow = &plane[ih * w..(ih + 1) * w];
-            drow[..w_lo].fill(0.0);
-            drow[w_hi..].fill(0.0);
-            let start = ((w_lo * sw) as isize + off_w) as usize;
-            let n = w_hi - w_lo;
+    let (plane, rows) = (hw[0] * hw[1], g.k[0] * g.k[1] * out_hw[0] * out_hw[1]);
+    let (howo, sw) = (out_hw[0] * out_hw[1], g.stride[1]);
+    cols.fill(0.0);
+    for (x, cols) in x.chunks_exact(plane).zip(cols.chunks_exact_mut(rows)) {
+        g.window().for_each_tap_row(hw, out_hw, |tap, outs, start| {
+            let dst = &mut cols[tap * howo..][outs];
             if sw == 1 {
-                drow[w_lo..w_hi].copy_from_slice(&srow[start..start + n]);
+                dst.copy_from_slice(&x[start..start + dst.len()]);
             } else {
-                for (d, s) in drow[w_lo..w_hi]
-                    .iter_mut()
-                    .zip(srow[start..].iter().step_by(sw))
-                {
-                    *d = *s;
+                for (d, &v) in dst.iter_mut().zip(x[start..].iter().step_by(sw)) {
+                    *d = v;
                 }
             }
-        }
+        });
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every entry of `cols` `[cin · kh · kw, oh · ow]` onto the
+/// input position `x` `[cin, h, w]` it was read from (entries in the padding are dropped).
+pub(crate) fn col2im(
+    cols: &[f32],
+    g: &ConvGeom,
+    hw: [usize; 2],
+    out_hw: [usize; 2],
+    x: &mut [f32],
+) {
+    let (plane, rows) = (hw[0] * hw[1], g.k[0] * g.k[1] * out_hw[0] * out_hw[1]);
+    let (howo, sw) = (out_hw[0] * out_hw[1], g.stride[1]);
+    for (x, cols) in x.chunks_exact_mut(plane).zip(cols.chunks_exact(rows)) {
+        g.window().for_each_tap_row(hw, out_hw, |tap, outs, start| {
+            let src = &cols[tap * howo..][outs];
+            if sw == 1 {
+                for (d, &v) in x[start..start + src.len()].iter_mut().zip(src) {
+                    *d += v;
+                }
+            } else {
+                for (d, &v) in x[start..].iter_mut().step_by(sw).zip(src) {
+                    *d += v;
+                }
+            }
+        });
     }
 }
 
 /// Whether a convolution reads its input as is (1×1 kernel, stride 1, no padding): then the
 /// input already is its own im2col matrix.
-fn is_pointwise(g: &ConvGeom) -> bool {
+pub(crate) fn is_pointwise(g: &ConvGeom) -> bool {
     g.k == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0]
 }
 
@@ -286,6 +385,18 @@ pub(crate) fn batch_norm_affine(
         .unzip()
 }
 
+/// Mean and `1 / √(var + eps)` of one row (biased variance), in `f64`.
+pub(crate) fn row_stats(x: &[f32], eps: f64) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = x
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
 /// Layer normalisation over the last `d` elements of each row; statistics in `f64`.
 pub(crate) fn layer_norm(
     x: &[f32],
@@ -295,14 +406,7 @@ pub(crate) fn layer_norm(
 ) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
     for_each_chunk(&mut out, d, x, d, 0, 7 * d, |_, _, y, x| {
-        let n = d as f64;
-        let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = x
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        let inv = 1.0 / (var + eps).sqrt();
+        let (mean, inv) = row_stats(x, eps);
         for (k, (y, &v)) in y.iter_mut().zip(x).enumerate() {
             let z = ((f64::from(v) - mean) * inv) as f32;
             *y = match affine {
@@ -312,6 +416,39 @@ pub(crate) fn layer_norm(
         }
     });
     out
+}
+
+/// Per-channel mean and biased variance of `x` `[batch, channels, spatial]` over the batch and
+/// spatial axes, in `f64` (two passes, so that a large mean does not swamp the variance).
+pub(crate) fn channel_stats(x: &[f32], channels: usize, spatial: usize) -> Vec<(f64, f64)> {
+    let count = (x.len() / channels) as f64;
+    let runs = |c: usize| {
+        x.chunks_exact(spatial)
+            .skip(c)
+            .step_by(channels)
+            .flat_map(|run| run.iter().map(|&v| f64::from(v)))
+    };
+    map_indices(channels, 3 * x.len() / channels, |c| {
+        let mean = runs(c).sum::<f64>() / count;
+        let var = runs(c).map(|v| (v - mean).powi(2)).sum::<f64>() / count;
+        (mean, var)
+    })
+}
+
+/// Inverted dropout's multipliers for `len` elements: `0` with probability `p`, else `1 / (1 -
+/// p)`, drawn from a xoshiro256++ stream seeded with `seed`.
+pub(crate) fn dropout_mask(len: usize, p: f64, seed: u64) -> Vec<f32> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let scale = (1.0 / (1.0 - p)) as f32;
+    (0..len)
+        .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+        .collect()
+}
+
+/// Element-wise product of equally long slices.
+pub(crate) fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(&a, &b)| a * b).collect()
 }
 
 /// Softmax along the middle axis of `x` seen as `[outer, len, inner]`.
@@ -336,77 +473,99 @@ pub(crate) fn softmax(x: &[f32], len: usize, inner: usize) -> Vec<f32> {
     out
 }
 
+/// Sentinel of an argmax that no tap has set yet.
+const NO_TAP: u32 = u32::MAX;
+
 /// Max or average pooling of `x` `[batch · channels, h, w]` planes into `[.., oh, ow]`.
 pub(crate) fn pool(g: &PoolGeom, x: &[f32], hw: [usize; 2], out_hw: [usize; 2]) -> Vec<f32> {
     let Some(count_include_pad) = g.avg else {
         // NaN wins, as in PyTorch: once the maximum is NaN no comparison replaces it.
-        return fold_windows(g, x, hw, out_hw, f32::NEG_INFINITY, |m, v| {
+        return fold_windows(g, x, hw, out_hw, f32::NEG_INFINITY, |m, v, _| {
             if v > m || v.is_nan() { v } else { m }
         });
     };
-    let mut sums = fold_windows(g, x, hw, out_hw, 0.0, |s, v| s + v);
-    if count_include_pad {
-        // Without ceil mode and with padding at most half the kernel, every window lies inside
-        // the padded input, so PyTorch's divisor is the kernel size.
-        let size = (g.k[0] * g.k[1]) as f32;
-        sums.iter_mut().for_each(|s| *s /= size);
-    } else {
-        // Divide by the taps that fall inside the input.
-        let counts = |a: usize, n: usize, n_out: usize| -> Vec<f32> {
-            (0..n_out)
-                .map(|o| {
-                    let start = (o * g.stride[a]) as isize - g.pad[a] as isize;
-                    let end = (start + g.k[a] as isize).min(n as isize);
-                    (end - start.max(0)) as f32
-                })
-                .collect()
-        };
-        let (rows, cols) = (counts(0, hw[0], out_hw[0]), counts(1, hw[1], out_hw[1]));
-        for plane in sums.chunks_exact_mut(out_hw[0] * out_hw[1]) {
-            for (row, &r) in plane.chunks_exact_mut(out_hw[1]).zip(&rows) {
-                for (s, &c) in row.iter_mut().zip(&cols) {
-                    *s /= r * c;
-                }
-            }
+    let mut sums = fold_windows(g, x, hw, out_hw, 0.0, |s, v, _| s + v);
+    let divisors = avg_divisors(g, hw, out_hw, count_include_pad);
+    for plane in sums.chunks_exact_mut(divisors.len()) {
+        for (s, &d) in plane.iter_mut().zip(&divisors) {
+            *s /= d;
         }
     }
     sums
 }
 
-/// Folds every pooling window of `x` `[planes, h, w]` with `step`, starting from `init`; taps in
-/// the padding are skipped. Loops run tap by tap over whole output rows (as im2col does), so that
-/// the inner loop is a plain strided pass the compiler can vectorise.
-fn fold_windows(
+/// Max pooling that also returns, for every output, the in-plane index `ih · w + iw` of the tap
+/// it took: the first maximum in window order (a later NaN replaces it), which is where PyTorch's
+/// CPU kernel routes the gradient. Planes must have fewer than `u32::MAX` elements.
+pub(crate) fn max_pool_argmax(
+    g: &PoolGeom,
+    x: &[f32],
+    hw: [usize; 2],
+    out_hw: [usize; 2],
+) -> (Vec<f32>, Vec<u32>) {
+    let init = (f32::NEG_INFINITY, NO_TAP);
+    fold_windows(g, x, hw, out_hw, init, |(m, k), v, tap| {
+        if k == NO_TAP || v > m || v.is_nan() {
+            (v, tap)
+        } else {
+            (m, k)
+        }
+    })
+    .into_iter()
+    .unzip()
+}
+
+/// The divisor of each output position of an average-pooling plane `[oh, ow]`: the kernel size
+/// when padded zeros count (without ceil mode and with padding at most half the kernel, every
+/// window lies inside the padded input, so that is PyTorch's divisor), else the number of taps
+/// that fall inside the input.
+pub(crate) fn avg_divisors(
+    g: &PoolGeom,
+    hw: [usize; 2],
+    out_hw: [usize; 2],
+    count_include_pad: bool,
+) -> Vec<f32> {
+    if count_include_pad {
+        return vec![(g.k[0] * g.k[1]) as f32; out_hw[0] * out_hw[1]];
+    }
+    let counts = |a: usize| -> Vec<f32> {
+        (0..out_hw[a])
+            .map(|o| {
+                let start = (o * g.stride[a]) as isize - g.pad[a] as isize;
+                let end = (start + g.k[a] as isize).min(hw[a] as isize);
+                (end - start.max(0)) as f32
+            })
+            .collect()
+    };
+    let (rows, cols) = (counts(0), counts(1));
+    rows.iter()
+        .flat_map(|&r| cols.iter().map(move |&c| r * c))
+        .collect()
+}
+
+/// Folds every pooling window of `x` `[planes, h, w]` with `step(acc, value, tap)`, where `tap`
+/// is the value's in-plane index, starting from `init`; taps in the padding are skipped. Loops
+/// run tap by tap over whole output rows (as im2col does), so that the inner loop is a plain
+/// strided pass the compiler can vectorise.
+fn fold_windows<T: Copy + Send + Sync>(
     g: &PoolGeom,
     x: &[f32],
     [h, w]: [usize; 2],
     [oh, ow]: [usize; 2],
-    init: f32,
-    step: impl Fn(f32, f32) -> f32 + Send + Sync,
-) -> Vec<f32> {
+    init: T,
+    step: impl Fn(T, f32, u32) -> T + Send + Sync,
+) -> Vec<T> {
     let mut out = vec![init; x.len() / (h * w) * oh * ow];
-    let [sh, sw] = g.stride;
+    let sw = g.stride[1];
     let work = oh * ow * g.k[0] * g.k[1];
     for_each_chunk(&mut out, oh * ow, x, h * w, 0, work, |_, _, y, x| {
-        for i in 0..g.k[0] {
-            let off_h = i as isize - g.pad[0] as isize;
-            let (h_lo, h_hi) = valid_range(oh, sh, off_h, h);
-            for j in 0..g.k[1] {
-                let off_w = j as isize - g.pad[1] as isize;
-                let (w_lo, w_hi) = valid_range(ow, sw, off_w, w);
-                if w_lo == w_hi {
-                    continue;
+        g.window()
+            .for_each_tap_row([h, w], [oh, ow], |_, outs, start| {
+                let src = x[start..].iter().step_by(sw);
+                for (t, (acc, &v)) in y[outs].iter_mut().zip(src).enumerate() {
+                    *acc = step(*acc, v, (start + t * sw) as u32);
                 }
-                let start = ((w_lo * sw) as isize + off_w) as usize;
-                for o_h in h_lo..h_hi {
-                    let ih = ((o_h * sh) as isize + off_h) as usize;
-                    let src = x[ih * w + start..(ih + 1) * w].iter().step_by(sw);
-                    for (acc, &v) in y[o_h * ow + w_lo..o_h * ow + w_hi].iter_mut().zip(src) {
-                        *acc = step(*acc, v);
-                    }
-                }
-            }
-        }
+            });
     });
     out
 }
