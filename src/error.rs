@@ -117,6 +117,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A loss that became NaN or infinite during training: the run diverged (learning rate too
+    /// high, bad inputs) and its weights are no longer meaningful.
+    #[error("loss is {value} at epoch {epoch}, batch {batch}: training diverged")]
+    NonFiniteLoss {
+        /// Epoch, counted from 1 (0 for a step taken outside an epoch).
+        epoch: usize,
+        /// Batch within the epoch, counted from 1 (0 for a step taken outside an epoch).
+        batch: usize,
+        /// The loss (NaN or ±inf).
+        value: f64,
+    },
+
     /// An operating-system error while reading or writing a file.
     #[error("`{path}`: {source}")]
     Io {
@@ -199,6 +211,15 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "cannot prune 9 units of conv.weight: only 4 remain"
+        );
+        let e = Error::NonFiniteLoss {
+            epoch: 3,
+            batch: 17,
+            value: f64::NAN,
+        };
+        assert_eq!(
+            e.to_string(),
+            "loss is NaN at epoch 3, batch 17: training diverged"
         );
     }
 }

@@ -12,6 +12,7 @@ pub mod params;
 pub mod report;
 pub mod select;
 pub mod strategy;
+pub mod train;
 
 pub use amount::{Amount, CountRule};
 pub use error::{Error, Result};
