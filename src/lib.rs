@@ -9,6 +9,7 @@ pub mod graph;
 pub mod io;
 pub mod mask;
 pub mod params;
+mod pool;
 pub mod report;
 pub mod select;
 pub mod strategy;

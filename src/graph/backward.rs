@@ -8,6 +8,7 @@ use super::layer::{Layer, ParamRole, softmax_axis};
 use super::network::{INPUT, Network, Source, hw};
 use crate::error::{Error, Result};
 use crate::params::Params;
+use crate::pool;
 
 /// How a forward pass treats the layers that behave differently in training.
 ///
@@ -75,6 +76,23 @@ pub struct Tape {
     values: Vec<ArrayD<f32>>,
     saved: Vec<Saved>,
     output: usize,
+}
+
+impl Drop for Tape {
+    /// Hands the recorded buffers back for reuse by the next pass on this thread.
+    fn drop(&mut self) {
+        for v in std::mem::take(&mut self.values) {
+            pool::recycle_array(v);
+        }
+        pool::recycle_array(std::mem::take(&mut self.input));
+        for saved in std::mem::take(&mut self.saved) {
+            match saved {
+                Saved::Argmax(a) => pool::recycle(a),
+                Saved::DropMask(m) => pool::recycle(m),
+                Saved::Nothing | Saved::BatchStats { .. } => {}
+            }
+        }
+    }
 }
 
 impl Tape {
@@ -168,9 +186,13 @@ impl Network {
             .zip(self.nodes())
             .map(|(v, node)| v.ok_or_else(|| Error::graph(node.name.as_str(), "value lost")))
             .collect::<Result<_>>()?;
+        let input = input.as_standard_layout();
+        let copy = pool::copied(input.as_slice().expect("standard layout"));
+        let input = ArrayD::from_shape_vec(input.raw_dim(), copy)
+            .map_err(|e| Error::graph(INPUT, e.to_string()))?;
         Ok(Tape {
             mode,
-            input: input.as_standard_layout().into_owned(),
+            input,
             values,
             saved,
             output: self.output,
@@ -297,6 +319,7 @@ impl Network {
                 })
                 .collect();
             let (params, inputs) = self.node_backward(i, tape, &dy, &want)?;
+            pool::recycle(dy);
             let name = &self.spec.nodes[i].name;
             for (role, g) in params {
                 param_grads.push((format!("{name}.{}", role.suffix()), g));
@@ -308,7 +331,10 @@ impl Network {
                     Source::Node(j) => &mut grads[j],
                 };
                 match slot {
-                    Some(acc) => acc.iter_mut().zip(&dx).for_each(|(a, d)| *a += d),
+                    Some(acc) => {
+                        acc.iter_mut().zip(&dx).for_each(|(a, d)| *a += d);
+                        pool::recycle(dx);
+                    }
                     None => *slot = Some(dx),
                 }
             }
@@ -467,12 +493,12 @@ impl Network {
             Layer::GlobalAvgPool => one(Some(grad::mean_runs(dy, in_shape[1..].iter().product()))),
             Layer::Dropout { .. } => match saved {
                 Saved::DropMask(mask) => one(Some(grad::zip_map(mask, dy, |m, d| m * d))),
-                _ => one(Some(dy.to_vec())),
+                _ => one(Some(pool::copied(dy))),
             },
-            Layer::Flatten | Layer::Identity => one(Some(dy.to_vec())),
+            Layer::Flatten | Layer::Identity => one(Some(pool::copied(dy))),
             Layer::Add => (
                 Vec::new(),
-                want.iter().map(|&w| w.then(|| dy.to_vec())).collect(),
+                want.iter().map(|&w| w.then(|| pool::copied(dy))).collect(),
             ),
         })
         .map(|(params, mut dxs)| {

@@ -15,9 +15,10 @@ use ndarray::linalg::general_mat_mul;
 
 use super::layer::{ConvGeom, PoolGeom};
 use super::ops::{
-    LINEAR_ROWS, MAP_CHUNK, avg_divisors, col2im, for_each_chunk, im2col, is_pointwise,
-    map_indices, view2, view2_mut,
+    LINEAR_ROWS, MAP_CHUNK, avg_divisors, col2im, conv_block, for_each_chunk, im2col, map_indices,
+    view2, view2_mut,
 };
+use crate::pool::{Scratch, recycle, reused, zeroed};
 
 /// Operations a chunk of a reduction should hold at least.
 const CHUNK_WORK: usize = 1 << 15;
@@ -39,7 +40,8 @@ fn chunk_len(items: usize, work_per_item: usize, min_len: usize) -> usize {
 /// Runs `f(items, out_chunk, partial)` over consecutive chunks of `len` items, in parallel under
 /// the `rayon` feature. Each call gets a zeroed `partial` of `partial_len` floats and its part of
 /// `out` (`out_per_item` floats per item, or an empty slice when `out` is empty); the partials are
-/// summed in chunk order and returned.
+/// summed in chunk order and returned. All buffers are taken on the calling thread, so that they
+/// return to its pool.
 fn sum_partials<F>(
     items: usize,
     len: usize,
@@ -51,34 +53,41 @@ fn sum_partials<F>(
 where
     F: Fn(Range<usize>, &mut [f32], &mut [f32]) + Send + Sync,
 {
-    let ranges = (0..items)
-        .step_by(len.max(1))
-        .map(|s| s..(s + len).min(items));
+    let len = len.max(1);
+    let chunks = items.div_ceil(len);
+    if chunks == 0 {
+        return zeroed(partial_len);
+    }
+    let ranges = (0..chunks).map(|c| c * len..((c + 1) * len).min(items));
+    let empty = |_| -> &mut [f32] { &mut [] };
     let outs: Vec<&mut [f32]> = if out.is_empty() {
-        ranges.clone().map(|_| -> &mut [f32] { &mut [] }).collect()
+        (0..chunks).map(empty).collect()
     } else {
         out.chunks_mut(len * out_per_item).collect()
     };
-    let run = |(r, o): (Range<usize>, &mut [f32])| {
-        let mut partial = vec![0.0; partial_len];
-        f(r, o, &mut partial);
-        partial
+    let mut partials = zeroed(chunks * partial_len);
+    let parts: Vec<&mut [f32]> = if partial_len == 0 {
+        (0..chunks).map(empty).collect()
+    } else {
+        partials.chunks_mut(partial_len).collect()
     };
+    let run = |((r, o), p): ((Range<usize>, &mut [f32]), &mut [f32])| f(r, o, p);
     #[cfg(feature = "rayon")]
-    let partials: Vec<Vec<f32>> = {
+    {
         use rayon::prelude::*;
-        let tasks: Vec<_> = ranges.zip(outs).collect();
-        tasks.into_par_iter().map(run).collect()
-    };
+        let tasks: Vec<_> = ranges.zip(outs).zip(parts).collect();
+        tasks.into_par_iter().for_each(run);
+    }
     #[cfg(not(feature = "rayon"))]
-    let partials: Vec<Vec<f32>> = ranges.zip(outs).map(run).collect();
-    let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(|| vec![0.0; partial_len]);
-    for p in parts {
+    ranges.zip(outs).zip(parts).for_each(run);
+    let mut total = reused(partial_len);
+    total.copy_from_slice(&partials[..partial_len]);
+    for p in partials.chunks_exact(partial_len.max(1)).skip(1) {
         for (t, v) in total.iter_mut().zip(p) {
             *t += v;
         }
     }
+    recycle(partials);
     total
 }
 
@@ -139,7 +148,7 @@ pub(crate) fn linear(
     });
     let (weight, bias) = split_bias(both, w_len, bias);
     let input = need_dx.then(|| {
-        let mut dx = vec![0.0; rows * in_f];
+        let mut dx = reused(rows * in_f);
         let w = view2(w, out_f, in_f);
         let work = LINEAR_ROWS * 2 * w_len;
         for_each_chunk(
@@ -170,8 +179,9 @@ pub(crate) fn linear(
 }
 
 /// Backward of [`ops::conv`](super::ops::conv) for `x` `[batch, cin, h, w]`, `w` `[cout,
-/// cin/groups, kh, kw]` and `dy` `[batch, cout, oh, ow]`: per sample and group,
-/// `dW_g += dY_g · cols_gᵀ` and `dX = col2im(Wᵀ_g · dY_g)`.
+/// cin/groups, kh, kw]` and `dy` `[batch, cout, oh, ow]`. Blocks of samples are unfolded side by
+/// side as in the forward pass; per block and group `dW_g += dY_g · cols_gᵀ` and
+/// `dX = col2im(W_gᵀ · dY_g)`.
 pub(crate) fn conv(
     g: &ConvGeom,
     x: &[f32],
@@ -184,62 +194,56 @@ pub(crate) fn conv(
     let howo = out_hw[0] * out_hw[1];
     let kk = g.fan_in();
     let cout_g = g.cout / g.groups;
-    let in_len = g.cin * hw[0] * hw[1];
-    let out_len = g.cout * howo;
+    let (in_len, out_len) = (g.cin * hw[0] * hw[1], g.cout * howo);
     let batch = dy.len() / out_len;
-    let pointwise = is_pointwise(g);
     let w_len = g.cout * kk;
     let partial_len = w_len + if g.bias { g.cout } else { 0 };
-    let cols_len = if pointwise { 0 } else { g.groups * kk * howo };
     let mut dx = if need_dx {
-        vec![0.0; batch * in_len]
+        zeroed(batch * in_len)
     } else {
         Vec::new()
     };
-    let work = 2 * w_len * howo * (1 + usize::from(need_dx));
-    let len = chunk_len(batch, work, 1);
+    let len = conv_block(batch, howo).max(batch.div_ceil(MAX_PARTIALS));
     let both = sum_partials(batch, len, &mut dx, in_len, partial_len, |r, dxs, p| {
         let (pw, pb) = p.split_at_mut(w_len);
-        let mut cols = vec![0.0; cols_len];
-        let mut dcols = vec![0.0; if need_dx { cols_len } else { 0 }];
-        for (k, s) in r.enumerate() {
-            let xs = &x[s * in_len..(s + 1) * in_len];
-            let dys = &dy[s * out_len..(s + 1) * out_len];
-            let cols: &[f32] = if pointwise {
-                xs
-            } else {
-                im2col(xs, g, hw, out_hw, &mut cols);
-                &cols
-            };
-            for gi in 0..g.groups {
-                let dyg = view2(
-                    &dys[gi * cout_g * howo..(gi + 1) * cout_g * howo],
-                    cout_g,
-                    howo,
-                );
-                let cg = view2(&cols[gi * kk * howo..(gi + 1) * kk * howo], kk, howo);
-                let pwg = &mut pw[gi * cout_g * kk..(gi + 1) * cout_g * kk];
-                general_mat_mul(1.0, &dyg, &cg.t(), 1.0, &mut view2_mut(pwg, cout_g, kk));
+        let ld = r.len() * howo;
+        // The block's im2col matrix and its output gradient as one matrix [cout, ld].
+        let mut cols = Scratch::new(g.groups * kk * ld);
+        let mut dyc = Scratch::new(g.cout * ld);
+        for (s, sample) in r.clone().enumerate() {
+            im2col(
+                &x[sample * in_len..(sample + 1) * in_len],
+                g,
+                hw,
+                out_hw,
+                &mut cols[s * howo..],
+                ld,
+            );
+            let dys = &dy[sample * out_len..(sample + 1) * out_len];
+            for (c, run) in dys.chunks_exact(howo).enumerate() {
+                dyc[c * ld + s * howo..c * ld + (s + 1) * howo].copy_from_slice(run);
             }
-            if g.bias {
-                add_runs(pb, dys, howo);
-            }
+        }
+        let mut dcols = Scratch::new(if need_dx { cols.len() } else { 0 });
+        for gi in 0..g.groups {
+            let dyg = view2(&dyc[gi * cout_g * ld..(gi + 1) * cout_g * ld], cout_g, ld);
+            let cg = view2(&cols[gi * kk * ld..(gi + 1) * kk * ld], kk, ld);
+            let pwg = &mut pw[gi * cout_g * kk..(gi + 1) * cout_g * kk];
+            general_mat_mul(1.0, &dyg, &cg.t(), 1.0, &mut view2_mut(pwg, cout_g, kk));
             if need_dx {
-                let dxs = &mut dxs[k * in_len..(k + 1) * in_len];
-                let target: &mut [f32] = if pointwise { dxs } else { &mut dcols };
-                for gi in 0..g.groups {
-                    let dyg = view2(
-                        &dys[gi * cout_g * howo..(gi + 1) * cout_g * howo],
-                        cout_g,
-                        howo,
-                    );
-                    let wg = view2(&w[gi * cout_g * kk..(gi + 1) * cout_g * kk], cout_g, kk);
-                    let tg = &mut target[gi * kk * howo..(gi + 1) * kk * howo];
-                    general_mat_mul(1.0, &wg.t(), &dyg, 0.0, &mut view2_mut(tg, kk, howo));
-                }
-                if !pointwise {
-                    col2im(&dcols, g, hw, out_hw, dxs);
-                }
+                let wg = view2(&w[gi * cout_g * kk..(gi + 1) * cout_g * kk], cout_g, kk);
+                let tg = &mut dcols[gi * kk * ld..(gi + 1) * kk * ld];
+                general_mat_mul(1.0, &wg.t(), &dyg, 0.0, &mut view2_mut(tg, kk, ld));
+            }
+        }
+        if g.bias {
+            for (b, row) in pb.iter_mut().zip(dyc.chunks_exact(ld)) {
+                *b += row.iter().sum::<f32>();
+            }
+        }
+        if need_dx {
+            for (s, dxs) in dxs.chunks_exact_mut(in_len).enumerate() {
+                col2im(&dcols[s * howo..], ld, g, hw, out_hw, dxs);
             }
         }
     });
@@ -284,7 +288,7 @@ pub(crate) fn batch_norm(
     let dbeta = sums.iter().map(|&(s, _)| s as f32).collect();
     let dx = need_dx.then(|| {
         let n = (x.len() / channels) as f64;
-        let mut dx = vec![0.0; x.len()];
+        let mut dx = reused(x.len());
         for_each_chunk(
             &mut dx,
             spatial,
@@ -330,11 +334,7 @@ pub(crate) fn layer_norm(
 ) -> (AffineGrads, Option<Vec<f32>>) {
     let rows = x.len() / d;
     let partial_len = if weight.is_some() { 2 * d } else { 0 };
-    let mut dx = if need_dx {
-        vec![0.0; x.len()]
-    } else {
-        Vec::new()
-    };
+    let mut dx = if need_dx { reused(x.len()) } else { Vec::new() };
     let len = chunk_len(rows, 10 * d, 1);
     let both = sum_partials(rows, len, &mut dx, d, partial_len, |r, dxs, p| {
         let mut xhat = vec![0.0f64; d];
@@ -374,7 +374,7 @@ pub(crate) fn layer_norm(
 
 /// `f(a[i], b[i])` for equally long slices, in parallel for large inputs.
 pub(crate) fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Send + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
+    let mut out = reused(a.len());
     for_each_chunk(
         &mut out,
         MAP_CHUNK,
@@ -404,7 +404,7 @@ pub(crate) fn gelu_derivative(x: f32) -> f32 {
 /// `dx = y ⊙ (dy − Σ_lane dy ⊙ y)`.
 pub(crate) fn softmax(y: &[f32], dy: &[f32], len: usize, inner: usize) -> Vec<f32> {
     let block = len * inner;
-    let mut dx = vec![0.0; y.len()];
+    let mut dx = reused(y.len());
     for_each_chunk(&mut dx, block, dy, block, 0, 4 * block, |i, _, dx, dy| {
         let y = &y[i * block..(i + 1) * block];
         for j in 0..inner {
@@ -422,7 +422,7 @@ pub(crate) fn softmax(y: &[f32], dy: &[f32], len: usize, inner: usize) -> Vec<f3
 /// (`argmax`, in-plane indices from [`ops::max_pool_argmax`](super::ops::max_pool_argmax)).
 pub(crate) fn max_pool(argmax: &[u32], dy: &[f32], hw: [usize; 2], out_hw: [usize; 2]) -> Vec<f32> {
     let (plane, out_plane) = (hw[0] * hw[1], out_hw[0] * out_hw[1]);
-    let mut dx = vec![0.0; dy.len() / out_plane * plane];
+    let mut dx = zeroed(dy.len() / out_plane * plane);
     for_each_chunk(
         &mut dx,
         plane,
@@ -452,7 +452,7 @@ pub(crate) fn avg_pool(
     let (plane, out_plane) = (hw[0] * hw[1], out_hw[0] * out_hw[1]);
     let divisors = avg_divisors(g, hw, out_hw, count_include_pad);
     let sw = g.stride[1];
-    let mut dx = vec![0.0; dy.len() / out_plane * plane];
+    let mut dx = zeroed(dy.len() / out_plane * plane);
     let work = out_plane * g.k[0] * g.k[1];
     for_each_chunk(
         &mut dx,
@@ -479,7 +479,9 @@ pub(crate) fn avg_pool(
 /// gradient divided by the run length.
 pub(crate) fn mean_runs(dy: &[f32], spatial: usize) -> Vec<f32> {
     let n = spatial as f32;
-    dy.iter()
-        .flat_map(|&g| std::iter::repeat_n(g / n, spatial))
-        .collect()
+    let mut dx = reused(dy.len() * spatial);
+    for (run, &g) in dx.chunks_exact_mut(spatial).zip(dy) {
+        run.fill(g / n);
+    }
+    dx
 }

@@ -16,6 +16,7 @@ use super::ops;
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
 use crate::params::Params;
+use crate::pool::{copied, recycle_array};
 
 /// Each node's value, where kept.
 type Values = Vec<Option<ArrayD<f32>>>;
@@ -623,11 +624,13 @@ impl Network {
                     if let Source::Node(j) = *s
                         && self.last_use[j] == Some(i)
                         && j != self.output
+                        && let Some(v) = values[j].take()
                     {
-                        values[j] = None;
+                        recycle_array(v);
                     }
                 }
                 if self.last_use[i].is_none() && i != self.output {
+                    recycle_array(out);
                     continue;
                 }
             }
@@ -775,7 +778,7 @@ impl Network {
                 keep = Saved::DropMask(mask);
                 y
             }
-            Layer::Flatten | Layer::Dropout { .. } | Layer::Identity => x.to_vec(),
+            Layer::Flatten | Layer::Dropout { .. } | Layer::Identity => copied(x),
             Layer::Add => ops::add(&slices),
         };
         let out =

@@ -12,6 +12,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::layer::{ConvGeom, PoolGeom};
+use crate::pool::{Scratch, copied, reused};
 
 /// Estimated operations below which a parallel task is not worth its scheduling.
 #[cfg(feature = "rayon")]
@@ -57,14 +58,14 @@ pub(crate) fn for_each_chunk<T, F>(
             .enumerate()
             .with_min_len(min_len(work))
             .for_each_init(
-                || vec![0.0; scratch_len],
+                || Scratch::new(scratch_len),
                 |scratch, (i, (o, x))| f(i, scratch, o, x),
             );
     }
     #[cfg(not(feature = "rayon"))]
     {
         let _ = work;
-        let mut scratch = vec![0.0; scratch_len];
+        let mut scratch = Scratch::new(scratch_len);
         for (i, (o, x)) in out.chunks_mut(out_len).zip(inp.chunks(in_len)).enumerate() {
             f(i, &mut scratch, o, x);
         }
@@ -102,7 +103,7 @@ where
 
 /// Applies `f` to every element, in parallel for large inputs under the `rayon` feature.
 pub(crate) fn map(x: &[f32], f: impl Fn(f32) -> f32 + Send + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+    let mut out = reused(x.len());
     for_each_chunk(
         &mut out,
         MAP_CHUNK,
@@ -128,7 +129,7 @@ pub(crate) fn linear(
     b: Option<&[f32]>,
 ) -> Vec<f32> {
     let rows = x.len() / in_f;
-    let mut y = vec![0.0; rows * out_f];
+    let mut y = reused(rows * out_f);
     let wt = view2(w, out_f, in_f).reversed_axes();
     let work = LINEAR_ROWS * 2 * in_f * out_f;
     for_each_chunk(
@@ -140,7 +141,7 @@ pub(crate) fn linear(
         work,
         |_, _, y, x| {
             let rows = y.len() / out_f;
-            let beta = fill_bias(y, b, 1);
+            let beta = fill_bias(y, b);
             general_mat_mul(
                 1.0,
                 &view2(x, rows, in_f),
@@ -153,14 +154,13 @@ pub(crate) fn linear(
     y
 }
 
-/// Pre-fills `y`, runs of `spatial` elements per channel with the channels cycling, with the
-/// bias; returns the `beta` a following `general_mat_mul` must use: 1 to accumulate onto the
-/// bias, 0 without one.
-fn fill_bias(y: &mut [f32], b: Option<&[f32]>, spatial: usize) -> f32 {
+/// Pre-fills each row of `y` with the bias; returns the `beta` a following `general_mat_mul`
+/// must use: 1 to accumulate onto the bias, 0 without one.
+fn fill_bias(y: &mut [f32], b: Option<&[f32]>) -> f32 {
     match b {
         Some(b) => {
-            for (run, &v) in y.chunks_mut(spatial).zip(b.iter().cycle()) {
-                run.fill(v);
+            for row in y.chunks_exact_mut(b.len()) {
+                row.copy_from_slice(b);
             }
             1.0
         }
@@ -232,23 +232,29 @@ impl Window {
     }
 }
 
-/// Unfolds one sample `[cin, h, w]` into `cols` `[cin · kh · kw, oh · ow]`: row
-/// `(c · kh + i) · kw + j` holds the input under kernel tap `(i, j)` of channel `c` for every
-/// output position (zero where the tap falls into the padding). Rows are ordered as the weight's
-/// `[cin/groups, kh, kw]` axes, so group `g` owns a contiguous block of rows.
+/// Unfolds one sample `[cin, h, w]` into the first `oh · ow` columns of `cols`, a matrix
+/// `[cin · kh · kw, ld]` (row stride `ld`): row `(c · kh + i) · kw + j` holds the input under
+/// kernel tap `(i, j)` of channel `c` for every output position (zero where the tap falls into
+/// the padding). Rows are ordered as the weight's `[cin/groups, kh, kw]` axes, so group `g` owns
+/// a contiguous block of rows. Several samples side by side (`cols` offset by `s · oh · ow`,
+/// `ld = samples · oh · ow`) make one wide matrix, so that one matrix product serves them all.
 pub(crate) fn im2col(
     x: &[f32],
     g: &ConvGeom,
     hw: [usize; 2],
     out_hw: [usize; 2],
     cols: &mut [f32],
+    ld: usize,
 ) {
-    let (plane, rows) = (hw[0] * hw[1], g.k[0] * g.k[1] * out_hw[0] * out_hw[1]);
+    let (plane, taps) = (hw[0] * hw[1], g.k[0] * g.k[1]);
     let (howo, sw) = (out_hw[0] * out_hw[1], g.stride[1]);
-    cols.fill(0.0);
-    for (x, cols) in x.chunks_exact(plane).zip(cols.chunks_exact_mut(rows)) {
+    for (c, x) in x.chunks_exact(plane).enumerate() {
+        let rows = &mut cols[c * taps * ld..];
+        for t in 0..taps {
+            rows[t * ld..t * ld + howo].fill(0.0);
+        }
         g.window().for_each_tap_row(hw, out_hw, |tap, outs, start| {
-            let dst = &mut cols[tap * howo..][outs];
+            let dst = &mut rows[tap * ld..][outs];
             if sw == 1 {
                 dst.copy_from_slice(&x[start..start + dst.len()]);
             } else {
@@ -260,20 +266,23 @@ pub(crate) fn im2col(
     }
 }
 
-/// The adjoint of [`im2col`]: adds every entry of `cols` `[cin · kh · kw, oh · ow]` onto the
-/// input position `x` `[cin, h, w]` it was read from (entries in the padding are dropped).
+/// The adjoint of [`im2col`]: adds every entry of the first `oh · ow` columns of `cols` (row
+/// stride `ld`) onto the input position of `x` `[cin, h, w]` it was read from (entries in the
+/// padding are dropped).
 pub(crate) fn col2im(
     cols: &[f32],
+    ld: usize,
     g: &ConvGeom,
     hw: [usize; 2],
     out_hw: [usize; 2],
     x: &mut [f32],
 ) {
-    let (plane, rows) = (hw[0] * hw[1], g.k[0] * g.k[1] * out_hw[0] * out_hw[1]);
-    let (howo, sw) = (out_hw[0] * out_hw[1], g.stride[1]);
-    for (x, cols) in x.chunks_exact_mut(plane).zip(cols.chunks_exact(rows)) {
+    let (plane, taps) = (hw[0] * hw[1], g.k[0] * g.k[1]);
+    let sw = g.stride[1];
+    for (c, x) in x.chunks_exact_mut(plane).enumerate() {
+        let rows = &cols[c * taps * ld..];
         g.window().for_each_tap_row(hw, out_hw, |tap, outs, start| {
-            let src = &cols[tap * howo..][outs];
+            let src = &rows[tap * ld..][outs];
             if sw == 1 {
                 for (d, &v) in x[start..start + src.len()].iter_mut().zip(src) {
                     *d += v;
@@ -287,14 +296,25 @@ pub(crate) fn col2im(
     }
 }
 
-/// Whether a convolution reads its input as is (1×1 kernel, stride 1, no padding): then the
-/// input already is its own im2col matrix.
+/// Whether a convolution reads its input as is (1×1 kernel, stride 1, no padding): then one
+/// sample's input already is its own im2col matrix.
 pub(crate) fn is_pointwise(g: &ConvGeom) -> bool {
     g.k == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0]
 }
 
+/// Output columns one matrix product of a convolution should cover.
+const CONV_COLUMNS: usize = 512;
+
+/// Samples whose im2col matrices are laid side by side for one matrix product: about
+/// [`CONV_COLUMNS`] columns, at most an eighth of the batch so that tasks remain for the threads.
+/// From the shapes alone, so that results never depend on the number of threads.
+pub(crate) fn conv_block(batch: usize, howo: usize) -> usize {
+    (CONV_COLUMNS / howo.max(1)).clamp(1, batch.div_ceil(8).max(1))
+}
+
 /// Convolution of `x` `[batch, cin, h, w]` with `w` `[cout, cin/groups, kh, kw]` into
-/// `[batch, cout, oh, ow]`.
+/// `[batch, cout, oh, ow]`: blocks of [`conv_block`] samples are unfolded side by side and
+/// multiplied by each group's weights at once.
 pub(crate) fn conv(
     g: &ConvGeom,
     x: &[f32],
@@ -306,38 +326,57 @@ pub(crate) fn conv(
     let howo = out_hw[0] * out_hw[1];
     let kk = g.fan_in();
     let cout_g = g.cout / g.groups;
-    let pointwise = is_pointwise(g);
-    let scratch = if pointwise { 0 } else { g.groups * kk * howo };
-    let batch = x.len() / (g.cin * hw[0] * hw[1]);
-    let mut out = vec![0.0; batch * g.cout * howo];
+    let (in_len, out_len) = (g.cin * hw[0] * hw[1], g.cout * howo);
+    let batch = x.len() / in_len;
+    let block = conv_block(batch, howo);
+    let cols_len = g.groups * kk * block * howo;
+    let mut out = reused(batch * out_len);
     for_each_chunk(
         &mut out,
-        g.cout * howo,
+        block * out_len,
         x,
-        g.cin * hw[0] * hw[1],
-        scratch,
-        2 * g.cout * kk * howo,
-        |_, cols, y, xs| {
-            let cols: &[f32] = if pointwise {
+        block * in_len,
+        cols_len + out_len * block,
+        2 * g.cout * kk * howo * block,
+        |_, scratch, y, xs| {
+            let n = y.len() / out_len;
+            let ld = n * howo;
+            let (cols, yc) = scratch.split_at_mut(cols_len);
+            let cols: &[f32] = if n == 1 && is_pointwise(g) {
                 xs
             } else {
-                im2col(xs, g, hw, out_hw, cols);
+                for (s, xs) in xs.chunks_exact(in_len).enumerate() {
+                    im2col(xs, g, hw, out_hw, &mut cols[s * howo..], ld);
+                }
                 cols
             };
-            let beta = fill_bias(y, b, howo);
-            for (gi, (yg, cg)) in y
-                .chunks_exact_mut(cout_g * howo)
-                .zip(cols.chunks_exact(kk * howo))
-                .enumerate()
-            {
+            for gi in 0..g.groups {
                 let wg = &w[gi * cout_g * kk..(gi + 1) * cout_g * kk];
                 general_mat_mul(
                     1.0,
                     &view2(wg, cout_g, kk),
-                    &view2(cg, kk, howo),
-                    beta,
-                    &mut view2_mut(yg, cout_g, howo),
+                    &view2(&cols[gi * kk * ld..(gi + 1) * kk * ld], kk, ld),
+                    0.0,
+                    &mut view2_mut(
+                        &mut yc[gi * cout_g * ld..(gi + 1) * cout_g * ld],
+                        cout_g,
+                        ld,
+                    ),
                 );
+            }
+            // Columns back to samples: row c of `yc` holds channel c of every sample.
+            for (s, ys) in y.chunks_exact_mut(out_len).enumerate() {
+                for (c, run) in ys.chunks_exact_mut(howo).enumerate() {
+                    let src = &yc[c * ld + s * howo..c * ld + (s + 1) * howo];
+                    match b {
+                        Some(b) => {
+                            for (o, &v) in run.iter_mut().zip(src) {
+                                *o = v + b[c];
+                            }
+                        }
+                        None => run.copy_from_slice(src),
+                    }
+                }
             }
         },
     );
@@ -347,7 +386,7 @@ pub(crate) fn conv(
 /// Per-channel `y = x · scale + shift` over `[batch, channels, spatial]`.
 pub(crate) fn channel_affine(x: &[f32], spatial: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
     let channels = scale.len();
-    let mut out = vec![0.0; x.len()];
+    let mut out = reused(x.len());
     for_each_chunk(
         &mut out,
         spatial,
@@ -404,7 +443,7 @@ pub(crate) fn layer_norm(
     eps: f64,
     affine: Option<(&[f32], &[f32])>,
 ) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+    let mut out = reused(x.len());
     for_each_chunk(&mut out, d, x, d, 0, 7 * d, |_, _, y, x| {
         let (mean, inv) = row_stats(x, eps);
         for (k, (y, &v)) in y.iter_mut().zip(x).enumerate() {
@@ -448,12 +487,16 @@ pub(crate) fn dropout_mask(len: usize, p: f64, seed: u64) -> Vec<f32> {
 
 /// Element-wise product of equally long slices.
 pub(crate) fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(&a, &b)| a * b).collect()
+    let mut out = reused(a.len());
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = a * b;
+    }
+    out
 }
 
 /// Softmax along the middle axis of `x` seen as `[outer, len, inner]`.
 pub(crate) fn softmax(x: &[f32], len: usize, inner: usize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+    let mut out = reused(x.len());
     let block = len * inner;
     for_each_chunk(&mut out, block, x, block, 0, 4 * block, |_, _, y, x| {
         for j in 0..inner {
@@ -480,11 +523,12 @@ const NO_TAP: u32 = u32::MAX;
 pub(crate) fn pool(g: &PoolGeom, x: &[f32], hw: [usize; 2], out_hw: [usize; 2]) -> Vec<f32> {
     let Some(count_include_pad) = g.avg else {
         // NaN wins, as in PyTorch: once the maximum is NaN no comparison replaces it.
-        return fold_windows(g, x, hw, out_hw, f32::NEG_INFINITY, |m, v, _| {
-            if v > m || v.is_nan() { v } else { m }
+        // Non-short-circuit `|` so that the choice is a select, not a mispredicted branch.
+        return fold_windows(g, x, hw, out_hw, f32::NEG_INFINITY, |m, v| {
+            if (v > m) | v.is_nan() { v } else { m }
         });
     };
-    let mut sums = fold_windows(g, x, hw, out_hw, 0.0, |s, v, _| s + v);
+    let mut sums = fold_windows(g, x, hw, out_hw, 0.0, |s, v| s + v);
     let divisors = avg_divisors(g, hw, out_hw, count_include_pad);
     for plane in sums.chunks_exact_mut(divisors.len()) {
         for (s, &d) in plane.iter_mut().zip(&divisors) {
@@ -495,24 +539,36 @@ pub(crate) fn pool(g: &PoolGeom, x: &[f32], hw: [usize; 2], out_hw: [usize; 2]) 
 }
 
 /// Max pooling that also returns, for every output, the in-plane index `ih · w + iw` of the tap
-/// it took: the first maximum in window order (a later NaN replaces it), which is where PyTorch's
-/// CPU kernel routes the gradient. Planes must have fewer than `u32::MAX` elements.
+/// it took (where the backward pass sends its gradient): the first maximum in window order,
+/// as PyTorch's CPU kernel picks it, or the first NaN of a window holding one. Planes must have
+/// fewer than `u32::MAX` elements.
 pub(crate) fn max_pool_argmax(
     g: &PoolGeom,
     x: &[f32],
     hw: [usize; 2],
     out_hw: [usize; 2],
 ) -> (Vec<f32>, Vec<u32>) {
-    let init = (f32::NEG_INFINITY, NO_TAP);
-    fold_windows(g, x, hw, out_hw, init, |(m, k), v, tap| {
-        if k == NO_TAP || v > m || v.is_nan() {
-            (v, tap)
-        } else {
-            (m, k)
-        }
-    })
-    .into_iter()
-    .unzip()
+    let y = pool(g, x, hw, out_hw);
+    let (plane, out_plane) = (hw[0] * hw[1], out_hw[0] * out_hw[1]);
+    let sw = g.stride[1];
+    let mut argmax = reused(y.len());
+    argmax.fill(NO_TAP);
+    let work = out_plane * g.k[0] * g.k[1];
+    for_each_chunk(&mut argmax, out_plane, x, plane, 0, work, |i, _, arg, x| {
+        let y = &y[i * out_plane..(i + 1) * out_plane];
+        g.window().for_each_tap_row(hw, out_hw, |_, outs, start| {
+            let (arg, y) = (&mut arg[outs.clone()], &y[outs]);
+            for (t, (a, &m)) in arg.iter_mut().zip(y).enumerate() {
+                let tap = start + t * sw;
+                let v = x[tap];
+                // Non-short-circuit operators and a select: which tap wins is data-dependent,
+                // and branching on it mispredicts half the time.
+                let hit = (*a == NO_TAP) & ((v == m) | (v.is_nan() & m.is_nan()));
+                *a = if hit { tap as u32 } else { *a };
+            }
+        });
+    });
+    (y, argmax)
 }
 
 /// The divisor of each output position of an average-pooling plane `[oh, ow]`: the kernel size
@@ -543,27 +599,26 @@ pub(crate) fn avg_divisors(
         .collect()
 }
 
-/// Folds every pooling window of `x` `[planes, h, w]` with `step(acc, value, tap)`, where `tap`
-/// is the value's in-plane index, starting from `init`; taps in the padding are skipped. Loops
-/// run tap by tap over whole output rows (as im2col does), so that the inner loop is a plain
-/// strided pass the compiler can vectorise.
-fn fold_windows<T: Copy + Send + Sync>(
+/// Folds every pooling window of `x` `[planes, h, w]` with `step`, starting from `init`; taps in
+/// the padding are skipped. Loops run tap by tap over whole output rows (as im2col does), so
+/// that the inner loop is a plain strided pass the compiler can vectorise.
+fn fold_windows(
     g: &PoolGeom,
     x: &[f32],
     [h, w]: [usize; 2],
     [oh, ow]: [usize; 2],
-    init: T,
-    step: impl Fn(T, f32, u32) -> T + Send + Sync,
-) -> Vec<T> {
-    let mut out = vec![init; x.len() / (h * w) * oh * ow];
+    init: f32,
+    step: impl Fn(f32, f32) -> f32 + Send + Sync,
+) -> Vec<f32> {
+    let mut out = reused(x.len() / (h * w) * oh * ow);
+    out.fill(init);
     let sw = g.stride[1];
     let work = oh * ow * g.k[0] * g.k[1];
     for_each_chunk(&mut out, oh * ow, x, h * w, 0, work, |_, _, y, x| {
         g.window()
             .for_each_tap_row([h, w], [oh, ow], |_, outs, start| {
-                let src = x[start..].iter().step_by(sw);
-                for (t, (acc, &v)) in y[outs].iter_mut().zip(src).enumerate() {
-                    *acc = step(*acc, v, (start + t * sw) as u32);
+                for (t, acc) in y[outs].iter_mut().enumerate() {
+                    *acc = step(*acc, x[start + t * sw]);
                 }
             });
     });
@@ -572,7 +627,7 @@ fn fold_windows<T: Copy + Send + Sync>(
 
 /// Mean of each run of `spatial` elements.
 pub(crate) fn mean_runs(x: &[f32], spatial: usize) -> Vec<f32> {
-    let mut out = vec![0.0; x.len() / spatial];
+    let mut out = reused(x.len() / spatial);
     for_each_chunk(&mut out, 1, x, spatial, 0, spatial, |_, _, y, x| {
         y[0] = x.iter().sum::<f32>() / spatial as f32;
     });
@@ -581,7 +636,7 @@ pub(crate) fn mean_runs(x: &[f32], spatial: usize) -> Vec<f32> {
 
 /// Element-wise sum of equally long slices.
 pub(crate) fn add(xs: &[&[f32]]) -> Vec<f32> {
-    let mut out = xs[0].to_vec();
+    let mut out = copied(xs[0]);
     for x in &xs[1..] {
         for (o, &v) in out.iter_mut().zip(*x) {
             *o += v;
@@ -785,7 +840,7 @@ mod tests {
             bias: false,
         };
         let mut cols = vec![f32::NAN; 6];
-        im2col(&[1.0, 2.0, 3.0, 4.0], &g, [1, 4], [1, 3], &mut cols);
+        im2col(&[1.0, 2.0, 3.0, 4.0], &g, [1, 4], [1, 3], &mut cols, 3);
         assert_eq!(cols, [0.0, 2.0, 4.0, 1.0, 3.0, 0.0]);
     }
 

@@ -1,12 +1,13 @@
 //! Mini-batches over a [`Dataset`], in order or shuffled from a seed.
 
-use ndarray::{ArrayD, Axis};
+use ndarray::{ArrayD, Axis, IxDyn};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
+use crate::pool;
 
 /// One mini-batch: inputs `[n, ...sample shape]` and their targets, copied out of the dataset.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +19,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Hands the batch's input buffer back for reuse by the next batch.
+    pub(crate) fn recycle(self) {
+        pool::recycle_array(self.inputs);
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.targets.len()
@@ -35,8 +41,19 @@ pub(crate) fn gather(data: &Dataset, indices: &[usize]) -> Batch {
         Targets::Classes(c) => Targets::Classes(indices.iter().map(|&i| c[i]).collect()),
         Targets::Values(v) => Targets::Values(v.select(Axis(0), indices)),
     };
+    let all = data.inputs();
+    let all = all
+        .as_slice()
+        .expect("Dataset keeps its inputs in standard layout");
+    let sample = data.sample_shape().iter().product::<usize>();
+    let mut inputs = pool::reused(indices.len() * sample);
+    for (dst, &i) in inputs.chunks_exact_mut(sample.max(1)).zip(indices) {
+        dst.copy_from_slice(&all[i * sample..(i + 1) * sample]);
+    }
+    let mut shape = vec![indices.len()];
+    shape.extend_from_slice(data.sample_shape());
     Batch {
-        inputs: data.inputs().select(Axis(0), indices),
+        inputs: ArrayD::from_shape_vec(IxDyn(&shape), inputs).expect("length from the shape"),
         targets,
     }
 }

@@ -349,6 +349,7 @@ impl<O: Optimizer> Trainer<O> {
                         },
                         e => e,
                     })?;
+                batch.recycle();
                 loss += outcome.loss * outcome.samples as f64;
                 samples += outcome.samples;
                 correct += outcome.correct.unwrap_or(0);
