@@ -740,7 +740,8 @@ impl Network {
                 };
                 ops::layer_norm(x, l.normalized_shape.iter().product(), l.eps, affine)
             }
-            Layer::Relu => ops::map(x, |v| v.max(0.0)),
+            // Not `v.max(0.0)`, which turns NaN into 0: PyTorch's ReLU passes NaN on.
+            Layer::Relu => ops::map(x, |v| if v < 0.0 { 0.0 } else { v }),
             Layer::Gelu => ops::map(x, ops::gelu),
             Layer::Sigmoid => ops::map(x, ops::sigmoid),
             Layer::Tanh => ops::map(x, f32::tanh),

@@ -546,3 +546,12 @@ fn absurd_sizes_are_errors_not_overflows() {
     );
     assert_eq!(node, "p");
 }
+
+#[test]
+fn relu_passes_nan_on_as_pytorch_does() {
+    let net = Network::builder(&[3]).relu("act").build_init(0).unwrap();
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![f32::NAN, -1.0, 2.0]).unwrap();
+    let y = net.forward(x.view()).unwrap();
+    assert!(y[[0, 0]].is_nan());
+    assert_eq!((y[[0, 1]], y[[0, 2]]), (0.0, 2.0));
+}

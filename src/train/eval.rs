@@ -85,7 +85,30 @@ pub(crate) fn check_dataset(net: &Network, data: &Dataset, loss: Loss, what: &st
         net.input_shape(),
         data.sample_shape(),
     )?;
-    loss.check_targets(data.targets())
+    loss.check_targets(data.targets())?;
+    let output = &net.output_shapes()[net.output_index()];
+    match data.targets() {
+        Targets::Classes(classes) => {
+            let &[n] = output.as_slice() else {
+                return Err(Error::invalid(
+                    "output",
+                    format!(
+                        "cross-entropy needs logits [batch, classes], got samples of shape {output:?}"
+                    ),
+                ));
+            };
+            match classes.iter().enumerate().find(|&(_, &c)| c >= n) {
+                Some((i, c)) => Err(Error::invalid(
+                    what,
+                    format!("class {c} of sample {i} is out of range for {n} classes"),
+                )),
+                None => Ok(()),
+            }
+        }
+        Targets::Values(v) => {
+            Error::check_shape(&format!("{what} targets"), output, &v.shape()[1..])
+        }
+    }
 }
 
 /// Targets of samples `start..end`.
