@@ -19,5 +19,5 @@ pub use graph::{Layer, Network, NetworkBuilder, NetworkSpec, Node};
 pub use io::{Checkpoint, SafetensorsFile};
 pub use mask::{Mask, MaskSet, TensorSparsity};
 pub use ndarray;
-pub use params::Params;
+pub use params::{Params, check_finite};
 pub use safetensors;

@@ -37,7 +37,7 @@ enum Command {
         json: bool,
     },
     /// Write a pruned copy of a checkpoint.
-    Prune(PruneArgs),
+    Prune(Box<PruneArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,7 +74,7 @@ struct PruneArgs {
     #[arg(long, value_enum, default_value_t = ScopeArg::Layer)]
     scope: ScopeArg,
     /// Prune this fraction of the units that remain (round half to even).
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
     sparsity: Option<f64>,
     /// Prune exactly this many units.
     #[arg(long, value_name = "K")]
@@ -288,8 +288,13 @@ fn strategy(
     };
     let mut filter = ParamFilter::new();
     for (include, pattern) in rules {
-        let re = Regex::new(&pattern)
-            .map_err(|e| Failure::usage(format!("invalid regular expression `{pattern}`: {e}")))?;
+        let re = Regex::new(&pattern).map_err(|e| {
+            // The regex crate draws a caret under the fault over several lines; keep its verdict.
+            let text = e.to_string();
+            let verdict = text.lines().last().unwrap_or_default();
+            let verdict = verdict.trim().trim_start_matches("error: ");
+            Failure::usage(format!("invalid regular expression `{pattern}`: {verdict}"))
+        })?;
         let matches = move |name: &str| re.is_match(name);
         filter = if include {
             filter.include_if(pattern, matches)
@@ -338,10 +343,8 @@ fn strategy(
         ScopeArg::Layer => Scope::Layer,
         ScopeArg::Global => Scope::Global,
     };
-    let strategy = base
-        .criterion(criterion)
-        .scope(scope)
-        .filter(filter.clone());
+    // The filter chooses what to load from the header; the strategy then prunes all it is given.
+    let strategy = base.criterion(criterion).scope(scope);
     strategy.validate()?;
     Ok((strategy, filter))
 }

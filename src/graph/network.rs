@@ -13,7 +13,7 @@ use super::builder::NetworkBuilder;
 use super::layer::{Layer, ParamRole, softmax_axis};
 use super::ops;
 use crate::error::{Error, Result};
-use crate::params::Params;
+use crate::params::{Params, check_finite};
 
 /// Name by which nodes refer to the network's input.
 pub const INPUT: &str = "input";
@@ -741,13 +741,7 @@ fn order_params(
                     got: tensor.shape().to_vec(),
                 });
             }
-            if let Some((index, &value)) = tensor.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    tensor: name.clone(),
-                    index,
-                    value,
-                });
-            }
+            check_finite(name, &tensor)?;
             ordered.insert(name.clone(), tensor);
         }
         if matches!(node.layer, Layer::BatchNorm1d(_) | Layer::BatchNorm2d(_)) {
