@@ -248,16 +248,21 @@ fn prune(args: &PruneArgs, rules: Vec<(bool, String)>) -> Result<(), Failure> {
         ctx = ctx.with_masks(prior);
     }
     let plan = strategy.plan(&ctx)?;
+    // The copy streams from the file: the weights in memory can go before it starts.
+    drop(params);
+    let summary_tensors = plan.masks.per_tensor();
 
     // Tensors that were not chosen are copied byte for byte; the masks file still carries their
     // earlier masks, so that it stays the complete record.
     let spinner = progress(show, 0, "writing");
     write_masked(&file, &plan.masks, &args.out).map_err(writing)?;
     if let Some(path) = &args.masks {
-        let masks = match &prior {
-            Some(prior) => prior.and(&plan.masks)?,
-            None => plan.masks.clone(),
-        };
+        let mut masks = plan.masks;
+        for (name, mask) in prior.into_iter().flatten() {
+            if masks.get(&name).is_none() {
+                masks.insert(name, mask);
+            }
+        }
         if let Err(e) = save_masks(path, &masks, Some(masks_metadata(args))) {
             // Both files or neither: the checkpoint alone would look like a complete run.
             let _ = std::fs::remove_file(&args.out);
@@ -266,7 +271,7 @@ fn prune(args: &PruneArgs, rules: Vec<(bool, String)>) -> Result<(), Failure> {
     }
     spinner.finish_and_clear();
 
-    let summary = PruneSummary::new(plan.masks.per_tensor(), start.elapsed().as_secs_f64());
+    let summary = PruneSummary::new(summary_tensors, start.elapsed().as_secs_f64());
     if args.json {
         println!("{}", to_json(&summary));
     } else {
