@@ -37,7 +37,7 @@ enum Command {
         json: bool,
     },
     /// Write a pruned copy of a checkpoint.
-    Prune(PruneArgs),
+    Prune(Box<PruneArgs>),
 }
 
 #[derive(Debug, clap::Args)]

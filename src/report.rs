@@ -169,7 +169,7 @@ impl fmt::Display for PruneSummary {
 /// Elements equal to zero, ignoring the sign bit of floats; `None` for sub-byte dtypes.
 fn count_zeros(entry: &TensorEntry, bytes: &[u8]) -> Option<usize> {
     let bits = entry.dtype().bitsize();
-    if bits % 8 != 0 || bits == 0 {
+    if !bits.is_multiple_of(8) || bits == 0 {
         return None;
     }
     let width = bits / 8;
