@@ -3,6 +3,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod amount;
+pub mod calibrate;
 pub mod data;
 pub mod error;
 pub mod graph;
