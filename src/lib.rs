@@ -22,3 +22,5 @@ pub use mask::{Mask, MaskSet, TensorSparsity};
 pub use ndarray;
 pub use params::Params;
 pub use safetensors;
+#[cfg(feature = "sparse")]
+pub use sprs;
