@@ -264,7 +264,6 @@ impl<'n> Calibrator<'n> {
                 cos: 0.0,
                 angular: 0.0,
                 tokens: 0,
-                scratch: Vec::new(),
             });
         }
         Ok(c)
@@ -378,6 +377,20 @@ fn split(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (outer, sample[axis], sample[axis + 1..].iter().product())
 }
 
+/// `Σ f(x)` over `run` in `f64`, in four interleaved partial sums so that the additions do not
+/// wait on each other (and vectorise); the order is fixed, so results are reproducible.
+fn sum_f64(run: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 4];
+    let chunks = run.chunks_exact(4);
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(f64::from(v))).sum();
+    for c in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(c) {
+            *lane += f(f64::from(v));
+        }
+    }
+    (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
+}
+
 /// Per-feature sums of squares of a node's input.
 #[derive(Debug)]
 struct FeatureSums {
@@ -403,10 +416,7 @@ impl FeatureSums {
         let data = x.as_slice().expect("standard layout");
         for group in data.chunks_exact(features * inner) {
             for (sum, run) in self.sums.iter_mut().zip(group.chunks_exact(inner)) {
-                *sum += run
-                    .iter()
-                    .map(|&v| f64::from(v) * f64::from(v))
-                    .sum::<f64>();
+                *sum += sum_f64(run, |v| v * v);
             }
         }
         self.rows += (outer * inner) as u64;
@@ -447,7 +457,7 @@ impl ActivationSums {
                 .zip(group.chunks_exact(inner))
             {
                 *zeros += run.iter().filter(|&&v| v == 0.0).count() as u64;
-                *sum += run.iter().map(|&v| f64::from(v)).sum::<f64>();
+                *sum += sum_f64(run, |v| v);
             }
         }
         self.count += (outer * inner) as u64;
@@ -465,49 +475,56 @@ struct BlockSums {
     cos: f64,
     angular: f64,
     tokens: u64,
-    /// Per-token dot products and squared norms of one `outer` group, reused across batches.
-    scratch: Vec<f64>,
 }
 
 impl BlockSums {
     fn add(&mut self, x: &ArrayViewD<'_, f32>, y: &ArrayViewD<'_, f32>) {
-        let (_, features, inner) = split(y.shape(), self.axis);
+        let (outer, features, inner) = split(y.shape(), self.axis);
         // Forward values are in standard layout already: no copy.
         let (x, y) = (x.as_standard_layout(), y.as_standard_layout());
         let (x, y) = (
             x.as_slice().expect("standard layout"),
             y.as_slice().expect("standard layout"),
         );
-        self.scratch.resize(3 * inner, 0.0);
-        let (dot, norms) = self.scratch.split_at_mut(inner);
-        let (xx, yy) = norms.split_at_mut(inner);
-        for (gx, gy) in x
-            .chunks_exact(features * inner)
-            .zip(y.chunks_exact(features * inner))
-        {
-            dot.fill(0.0);
-            xx.fill(0.0);
-            yy.fill(0.0);
-            for (rx, ry) in gx.chunks_exact(inner).zip(gy.chunks_exact(inner)) {
-                for t in 0..inner {
-                    let (a, b) = (f64::from(rx[t]), f64::from(ry[t]));
-                    dot[t] += a * b;
-                    xx[t] += a * a;
-                    yy[t] += b * b;
-                }
-            }
-            for t in 0..inner {
-                let cos = if xx[t] > 0.0 && yy[t] > 0.0 {
-                    (dot[t] / (xx[t].sqrt() * yy[t].sqrt())).clamp(-1.0, 1.0)
-                } else {
-                    0.0
-                };
-                self.cos += cos;
-                self.angular += cos.acos() / PI;
-            }
-            self.tokens += inner as u64;
+        let group = features * inner;
+        let mut scratch = vec![0.0; 3 * inner];
+        for (gx, gy) in x.chunks_exact(group).zip(y.chunks_exact(group)) {
+            let (cos, angular) = group_similarity(gx, gy, inner, &mut scratch);
+            self.cos += cos;
+            self.angular += angular;
+        }
+        self.tokens += (outer * inner) as u64;
+    }
+}
+
+/// Sums over the `inner` tokens of one `[features, inner]` group of `cos(x, y)` and of
+/// `arccos(cos) / π`; `scratch` holds `3 · inner` values.
+fn group_similarity(x: &[f32], y: &[f32], inner: usize, scratch: &mut [f64]) -> (f64, f64) {
+    let (dot, norms) = scratch.split_at_mut(inner);
+    let (xx, yy) = norms.split_at_mut(inner);
+    dot.fill(0.0);
+    xx.fill(0.0);
+    yy.fill(0.0);
+    for (rx, ry) in x.chunks_exact(inner).zip(y.chunks_exact(inner)) {
+        let acc = dot.iter_mut().zip(xx.iter_mut()).zip(yy.iter_mut());
+        for (((d, p), q), (&a, &b)) in acc.zip(rx.iter().zip(ry)) {
+            let (a, b) = (f64::from(a), f64::from(b));
+            *d += a * b;
+            *p += a * a;
+            *q += b * b;
         }
     }
+    let (mut cos_sum, mut angular_sum) = (0.0, 0.0);
+    for ((&d, &p), &q) in dot.iter().zip(&*xx).zip(&*yy) {
+        let cos = if p > 0.0 && q > 0.0 {
+            (d / (p.sqrt() * q.sqrt())).clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
+        cos_sum += cos;
+        angular_sum += cos.acos() / PI;
+    }
+    (cos_sum, angular_sum)
 }
 
 /// Input feature norms of one Linear or Conv node (see the [module docs](self)).
