@@ -302,3 +302,74 @@ fn stats_serialise_and_can_be_built_by_hand() {
     assert_eq!(back, stats);
     assert_eq!(back.block(&Block::new("a", "b")).unwrap().cosine, 0.5);
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Calibration>();
+    check::<Calibrator<'_>>();
+    check::<Stats>();
+    check::<Block>();
+    check::<crate::data::hapt::Hapt>();
+    check::<crate::report::ModelSize>();
+    check::<crate::report::Latency>();
+    check::<crate::report::WearableReport>();
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn net() -> Network {
+        Network::builder(&[2, 6])
+            .conv1d("conv", Conv1d::new(2, 3, 3).padding(1))
+            .relu("relu")
+            .conv1d("mix", Conv1d::new(3, 3, 1))
+            .add("res", &["mix", "relu"])
+            .global_avg_pool("gap")
+            .linear("fc", 3, 3)
+            .tanh("tanh")
+            .build_init(11)
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Any batching gives the statistics of one batch (up to rounding), and every statistic
+        /// stays in its range.
+        #[test]
+        fn batching_never_matters(
+            values in proptest::collection::vec(-3.0f32..3.0, 12 * 13),
+            batch in 1usize..14,
+        ) {
+            let net = net();
+            let data = dataset(ArrayD::from_shape_vec(IxDyn(&[13, 2, 6]), values).unwrap());
+            let calibration = Calibration::new()
+                .input_norms(true)
+                .activations(true)
+                .blocks(candidate_blocks(&net));
+            let whole = calibration.clone().batch_size(13).run(&net, &data).unwrap();
+            let parts = calibration.batch_size(batch).run(&net, &data).unwrap();
+            for ((_, a), (_, b)) in whole.all_input_norms().zip(parts.all_input_norms()) {
+                for (x, y) in a.norms.iter().zip(&b.norms) {
+                    prop_assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0));
+                }
+            }
+            for ((_, a), (_, b)) in whole.all_activations().zip(parts.all_activations()) {
+                prop_assert_eq!(&a.apoz, &b.apoz);
+                prop_assert!(a.apoz.iter().all(|z| (0.0..=1.0).contains(z)));
+                for (x, y) in a.mean.iter().zip(&b.mean) {
+                    prop_assert!((x - y).abs() <= 1e-5);
+                }
+            }
+            for (a, b) in whole.blocks().iter().zip(parts.blocks()) {
+                prop_assert!((a.cosine - b.cosine).abs() <= 1e-6);
+                prop_assert!((a.angular_distance - b.angular_distance).abs() <= 1e-6);
+                prop_assert!((-1.0..=1.0).contains(&a.cosine));
+                prop_assert!((0.0..=1.0).contains(&a.angular_distance));
+            }
+        }
+    }
+}

@@ -295,3 +295,50 @@ mod tests {
         assert_eq!(size.bytes_csr, Some(4 * (12 + 13 + 12 + 2)));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::graph::Conv1d;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Masks never add cost: non-zeros and FLOPs fall as more is pruned, storage as dense
+        /// stays, and all-kept masks change nothing.
+        #[test]
+        fn pruning_only_removes_cost(keep in proptest::collection::vec(any::<bool>(), 4 * 3 * 3 + 4 * 2)) {
+            let net = Network::builder(&[3, 8])
+                .conv1d("conv", Conv1d::new(3, 4, 3))
+                .global_avg_pool("gap")
+                .linear("fc", 4, 2)
+                .build_init(5)
+                .unwrap();
+            let dense = ModelSize::of(&net, None).unwrap();
+            let all: MaskSet = [("conv.weight", Mask::ones(&[4, 3, 3])), ("fc.weight", Mask::ones(&[2, 4]))]
+                .into_iter()
+                .collect();
+            prop_assert_eq!(&ModelSize::of(&net, Some(&all)).unwrap(), &dense);
+            let masks: MaskSet = [
+                ("conv.weight", Mask::from_vec(&[4, 3, 3], keep[..36].to_vec()).unwrap()),
+                ("fc.weight", Mask::from_vec(&[2, 4], keep[36..].to_vec()).unwrap()),
+            ]
+            .into_iter()
+            .collect();
+            let pruned = ModelSize::of(&net, Some(&masks)).unwrap();
+            let kept = keep.iter().filter(|&&k| k).count();
+            prop_assert_eq!(pruned.nonzero, kept + 4 + 2, "biases stay");
+            prop_assert!(pruned.flops <= dense.flops);
+            prop_assert_eq!(pruned.bytes_dense, dense.bytes_dense);
+            prop_assert_eq!(pruned.flops_dense, dense.flops_dense);
+            // conv: 6 positions, fc: 1.
+            let conv_kept = keep[..36].iter().filter(|&&k| k).count() as u64;
+            prop_assert_eq!(pruned.nodes[0].flops, 2 * conv_kept * 6 + 4 * 6);
+            if let (Some(csr), Some(dense_csr)) = (pruned.bytes_csr, dense.bytes_csr) {
+                prop_assert!(csr <= dense_csr);
+            }
+        }
+    }
+}
