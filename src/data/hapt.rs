@@ -247,8 +247,7 @@ impl HaptConfig {
         let rows = signals.len() / CHANNELS;
         let segments = read_segments(&file, rows, labels.len(), &bad)?;
 
-        let standardization =
-            fit(&signals, &segments, &test_subjects).map_err(|reason| bad(reason.to_string()))?;
+        let standardization = fit(&signals, &segments, &test_subjects).map_err(&bad)?;
         let cut = |test: bool| {
             self.cut(
                 &signals,
