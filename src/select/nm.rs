@@ -2,7 +2,7 @@
 //! channels (axis 1) of a PyTorch-layout weight, at every output channel and kernel position
 //! (pruning-semantics.md §5.3; the grouping of TF-MOT and SparseML for convolutions).
 
-use super::keys::{NON_FINITE_BITS, Src};
+use super::keys::{KeyGen, Src, any_non_finite, non_finite_error, with_keys};
 use super::{Source, par};
 use crate::error::{Error, Result};
 
@@ -65,16 +65,27 @@ fn keep_n_of_m(
     m: usize,
     pairs: &mut Vec<u64>,
 ) -> Result<()> {
-    let max = s.blocks(0..s.len(), |start, keys, kept| {
-        let out = &mut out[start..start + keys.len()];
-        match kept {
-            Some(f) => out.copy_from_slice(f),
-            None => out.fill(true),
-        }
-    });
-    if max >= NON_FINITE_BITS {
-        return Err(super::keys::non_finite_error(&[*s]));
+    match s.kept {
+        Some(f) => out.copy_from_slice(f),
+        None => out.fill(true),
     }
+    if any_non_finite(s, 0..s.len()) {
+        return Err(non_finite_error(&[*s]));
+    }
+    with_keys!(s, k => prune_groups(k, out, cin, inner, n, m, pairs));
+    Ok(())
+}
+
+/// Prunes all but the `n` best candidates (those still set in `out`) of every group.
+fn prune_groups<K: KeyGen>(
+    keys: K,
+    out: &mut [bool],
+    cin: usize,
+    inner: usize,
+    n: usize,
+    m: usize,
+    pairs: &mut Vec<u64>,
+) {
     for g0 in (0..cin).step_by(m) {
         let len = m.min(cin - g0);
         if len <= n {
@@ -82,11 +93,12 @@ fn keep_n_of_m(
         }
         for p in 0..inner {
             let at = |i: usize| (g0 + i) * inner + p;
+            // (key, index) pairs, biased so that unsigned order is key order, then index order.
             pairs.clear();
             pairs.extend(
                 (0..len)
                     .filter(|&i| out[at(i)])
-                    .map(|i| (s.keys.at(at(i)) as u64) << 32 | i as u64),
+                    .map(|i| ((keys.key(at(i)) as u32 ^ 0x8000_0000) as u64) << 32 | i as u64),
             );
             let prune = pairs.len().saturating_sub(n);
             if prune > 0 {
@@ -97,5 +109,4 @@ fn keep_n_of_m(
             }
         }
     }
-    Ok(())
 }

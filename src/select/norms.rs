@@ -5,8 +5,6 @@
 use super::{Norm, par};
 use crate::error::{Error, Result};
 
-use super::keys::NON_FINITE_BITS;
-
 /// Elements one parallel task reads, about (few in unit tests, so that they split).
 const TASK: usize = if cfg!(test) { 16 } else { 1 << 15 };
 
@@ -76,7 +74,7 @@ pub(crate) fn channel_norms(
         }
         max
     });
-    if max >= NON_FINITE_BITS {
+    if max > 0x7F7F_FFFF {
         let index = values
             .iter()
             .position(|x| !x.is_finite())
