@@ -425,7 +425,7 @@ fn push_run<K: KeyGen>(k: K, s: &Src<'_>, r: std::ops::Range<usize>, keys: &mut 
 impl Sample {
     /// `None` when the sample holds no candidate.
     fn new(srcs: &[Src<'_>], total: usize, k: usize) -> Option<Sample> {
-        let runs = (total / (RUN * 16)).clamp(1, MAX_RUNS);
+        let runs = (total / (RUN * 64)).clamp(1, MAX_RUNS);
         let mut keys = Vec::with_capacity(runs * RUN);
         let mut sampled = 0;
         let (mut si, mut base) = (0, 0);
