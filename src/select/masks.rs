@@ -125,5 +125,6 @@ pub(crate) fn walk_ties<O: AsMut<[bool]>>(
         let s = &srcs[i];
         with_keys!(s, k => walk(k, s, outs[i].as_mut(), key, &mut count, keep, backward));
     }
-    debug_assert_eq!(count, 0, "fewer ties than the cut counted");
+    // Fewer ties than counted only happens with other sources than the cut was selected from
+    // (see `Cut::write_masks`): the flags written are then the cut applied to those sources.
 }

@@ -284,6 +284,12 @@ fn cut_reports_threshold_and_ties() {
         cut.write_masks(&s, &mut Vec::<Vec<bool>>::new()),
         Err(Error::ShapeMismatch { .. })
     ));
+    // Other sources than the cut was selected from: no panic; keys off the cut key fall on
+    // their side (how ties split is then only defined for the original sources).
+    let other = [1.0f32, 5.0, 0.5];
+    let mut out = vec![vec![false; 3]];
+    cut.write_masks(&[mag("o", &other)], &mut out).unwrap();
+    assert_eq!((out[0][1], out[0][2]), (true, false));
     let neg = [-0.5f32, 2.0];
     let cut = select_cut(&[signed("s", &neg)], 1).unwrap().unwrap();
     assert_eq!(cut.score(), Some(-0.5));
