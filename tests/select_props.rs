@@ -205,9 +205,9 @@ proptest! {
 
     #[test]
     fn n_m_keeps_the_n_best_candidates_of_each_group(
-        data in data(400),
-        shape in (1usize..5, 1usize..12, 1usize..4),
-        nm in (1usize..9).prop_flat_map(|m| (1..=m, Just(m))),
+        data in data(500),
+        shape in (1usize..5, 1usize..40, 1usize..4),
+        nm in (1usize..25).prop_flat_map(|m| (1..=m, Just(m))),
     ) {
         let (out_ch, cin, taps) = shape;
         let (n, m) = nm;

@@ -1,67 +1,174 @@
-//! Order-preserving `u32` keys for every kind of score, generated block by block.
+//! Order-preserving keys for every kind of score, and the sources they come from.
 //!
 //! All selection kernels compare keys, never floats: ascending key order is the pruning order.
-//! Float scores are mapped so that `u32` order equals `f32::total_cmp` order (rust-notes §9.2), and
-//! a magnitude `|x|` gets the key of the signed score `|x|`, so magnitude and signed sources can
-//! be ranked together. Random scores are the upper 32 bits of SplitMix64 outputs (Steele, Lea &
-//! Flood, "Fast splittable pseudorandom number generators", OOPSLA 2014) drawn at the element's
-//! flat index: a counter-based generator, so a key never depends on how the work was split.
+//! Keys are `i32` whose *signed* order is the score order, because x86 SIMD compares signed
+//! integers in one instruction and unsigned ones in three. A float `x` gets its IEEE total-order
+//! key (rust-notes §9.2, shifted by 2^31 into the signed range): the bits of `x` with the
+//! magnitude bits flipped when `x` is negative. A magnitude gets the key of the signed score
+//! `|x|`, which is just the bits of `|x|`, so magnitude and signed sources rank together. Random
+//! keys are SplitMix64 outputs (Steele, Lea & Flood, "Fast splittable pseudorandom number
+//! generators", OOPSLA 2014) drawn at the element's flat index: a counter-based generator, so a
+//! key never depends on how the work was split.
 
 use std::ops::Range;
 
 use super::{Scores, Source};
 use crate::error::{Error, Result};
 
-/// Elements whose keys are generated at once into a stack buffer.
-pub(crate) const BLOCK: usize = 256;
+/// Bits of `|x|` above this are infinities and NaNs.
+const MAX_FINITE_BITS: u32 = 0x7F7F_FFFF;
 
-/// `|x|` bit patterns at or above this are infinities or NaNs.
-pub(crate) const NON_FINITE_BITS: u32 = 0x7F80_0000;
-
-/// The key of `x` in `f32::total_cmp` order: negative floats reversed below positive ones.
+/// The key of `x` in `f32::total_cmp` order.
 #[inline(always)]
-pub(crate) fn signed_key(x: f32) -> u32 {
-    let b = x.to_bits();
-    let flip = ((b as i32) >> 31) as u32;
-    b ^ (flip | 0x8000_0000)
+pub(crate) fn signed_key(x: f32) -> i32 {
+    let b = x.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
 }
 
-/// The key of `|x|`, equal to `signed_key(x.abs())`: setting the sign bit of `|x|` and of `x`
-/// gives the same pattern.
+/// The key of `|x|`, equal to `signed_key(x.abs())`.
 #[inline(always)]
-pub(crate) fn magnitude_key(x: f32) -> u32 {
-    x.to_bits() | 0x8000_0000
+pub(crate) fn magnitude_key(x: f32) -> i32 {
+    (x.to_bits() & 0x7FFF_FFFF) as i32
 }
 
 /// The score a float key stands for (the inverse of [`signed_key`]).
-pub(crate) fn key_to_score(key: u32) -> f32 {
-    if key & 0x8000_0000 != 0 {
-        f32::from_bits(key & 0x7FFF_FFFF)
-    } else {
-        f32::from_bits(!key)
-    }
+pub(crate) fn key_to_score(key: i32) -> f32 {
+    f32::from_bits((key ^ (((key >> 31) as u32) >> 1) as i32) as u32)
+}
+
+/// The key as the public API shows it: an unsigned `u32` in the same order.
+pub(crate) fn public_key(key: i32) -> u32 {
+    key as u32 ^ 0x8000_0000
 }
 
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// SplitMix64's output function (Stafford's "Mix13" variant of the MurmurHash3 finaliser).
 #[inline(always)]
-fn mix64(mut z: u64) -> u64 {
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
 /// The SplitMix64 starting state of a `(seed, stream)` pair.
-pub(crate) fn random_state(seed: u64, stream: u64) -> u64 {
+fn random_state(seed: u64, stream: u64) -> u64 {
     mix64(seed ^ mix64(stream.wrapping_add(GOLDEN_GAMMA)))
 }
 
 /// The key of element `index`: the upper half of the `index`-th SplitMix64 output.
 #[inline(always)]
-pub(crate) fn random_key(state: u64, index: u64) -> u32 {
-    (mix64(state.wrapping_add(index.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA))) >> 32) as u32
+fn random_key(state: u64, index: u64) -> i32 {
+    (mix64(state.wrapping_add(index.wrapping_add(1).wrapping_mul(GOLDEN_GAMMA))) >> 32) as i32
 }
+
+/// Key access for the kernels, monomorphised per kind of score (see [`with_keys!`]).
+pub(crate) trait KeyGen: Copy + Send + Sync {
+    /// Whether the scores are floats, which may be non-finite.
+    const FLOAT: bool;
+    /// The key of element `i`.
+    fn key(&self, i: usize) -> i32;
+    /// Whether element `i` is a NaN or an infinity.
+    fn non_finite(&self, i: usize) -> bool;
+    /// The keys of elements `i0..i0 + 16`, and whether one of them is non-finite: one bounds
+    /// check per group, so that kernels vectorise.
+    fn keys16(&self, i0: usize) -> ([i32; 16], bool);
+}
+
+/// Keys of sixteen floats under `key`, and whether one of the floats is non-finite.
+#[inline(always)]
+fn float_keys16(s: &[f32], i0: usize, key: impl Fn(f32) -> i32) -> ([i32; 16], bool) {
+    let x: &[f32; 16] = s[i0..i0 + 16].try_into().expect("16 elements");
+    let bad = x.iter().fold(false, |b, x| {
+        b | (x.to_bits() & 0x7FFF_FFFF > MAX_FINITE_BITS)
+    });
+    (x.map(key), bad)
+}
+
+/// Magnitude keys: the bits of `|x|`.
+#[derive(Clone, Copy)]
+pub(crate) struct MagnitudeKeys<'a>(pub(crate) &'a [f32]);
+
+/// Signed keys: IEEE total order.
+#[derive(Clone, Copy)]
+pub(crate) struct SignedKeys<'a>(pub(crate) &'a [f32]);
+
+/// Random keys of flat indices `start..`.
+#[derive(Clone, Copy)]
+pub(crate) struct RandomKeys {
+    pub(crate) state: u64,
+    pub(crate) start: u64,
+}
+
+impl KeyGen for MagnitudeKeys<'_> {
+    const FLOAT: bool = true;
+    #[inline(always)]
+    fn key(&self, i: usize) -> i32 {
+        magnitude_key(self.0[i])
+    }
+    #[inline(always)]
+    fn non_finite(&self, i: usize) -> bool {
+        self.0[i].to_bits() & 0x7FFF_FFFF > MAX_FINITE_BITS
+    }
+    #[inline(always)]
+    fn keys16(&self, i0: usize) -> ([i32; 16], bool) {
+        float_keys16(self.0, i0, magnitude_key)
+    }
+}
+
+impl KeyGen for SignedKeys<'_> {
+    const FLOAT: bool = true;
+    #[inline(always)]
+    fn key(&self, i: usize) -> i32 {
+        signed_key(self.0[i])
+    }
+    #[inline(always)]
+    fn non_finite(&self, i: usize) -> bool {
+        self.0[i].to_bits() & 0x7FFF_FFFF > MAX_FINITE_BITS
+    }
+    #[inline(always)]
+    fn keys16(&self, i0: usize) -> ([i32; 16], bool) {
+        float_keys16(self.0, i0, signed_key)
+    }
+}
+
+impl KeyGen for RandomKeys {
+    const FLOAT: bool = false;
+    #[inline(always)]
+    fn key(&self, i: usize) -> i32 {
+        random_key(self.state, self.start + i as u64)
+    }
+    #[inline(always)]
+    fn non_finite(&self, _: usize) -> bool {
+        false
+    }
+    #[inline(always)]
+    fn keys16(&self, i0: usize) -> ([i32; 16], bool) {
+        (std::array::from_fn(|j| self.key(i0 + j)), false)
+    }
+}
+
+/// Runs `$body` with `$k` bound to the [`KeyGen`] of `$src` (a [`Src`]), so that the body is
+/// compiled once per kind of score.
+macro_rules! with_keys {
+    ($src:expr, $k:ident => $body:expr) => {
+        match $src.keys {
+            $crate::select::keys::Keys::Magnitude(s) => {
+                let $k = $crate::select::keys::MagnitudeKeys(s);
+                $body
+            }
+            $crate::select::keys::Keys::Signed(s) => {
+                let $k = $crate::select::keys::SignedKeys(s);
+                $body
+            }
+            $crate::select::keys::Keys::Random { state, start, .. } => {
+                let $k = $crate::select::keys::RandomKeys { state, start };
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_keys;
 
 /// How the keys of one source are made.
 #[derive(Clone, Copy, Debug)]
@@ -74,62 +181,6 @@ pub(crate) enum Keys<'a> {
         start: u64,
         len: usize,
     },
-}
-
-impl Keys<'_> {
-    #[inline]
-    fn len(&self) -> usize {
-        match self {
-            Keys::Magnitude(s) | Keys::Signed(s) => s.len(),
-            Keys::Random { len, .. } => *len,
-        }
-    }
-
-    /// Writes the keys of elements `start..start + out.len()` into `out` and returns the largest
-    /// `|x|` bit pattern among them (0 for random keys): at least [`NON_FINITE_BITS`] means that a
-    /// NaN or an infinity is there.
-    #[inline(always)]
-    pub(crate) fn fill(&self, start: usize, out: &mut [u32]) -> u32 {
-        let end = start + out.len();
-        match *self {
-            Keys::Magnitude(s) => {
-                let mut max = 0;
-                for (o, &x) in out.iter_mut().zip(&s[start..end]) {
-                    let abs = x.to_bits() & 0x7FFF_FFFF;
-                    max = max.max(abs);
-                    *o = abs | 0x8000_0000;
-                }
-                max
-            }
-            Keys::Signed(s) => {
-                let mut max = 0;
-                for (o, &x) in out.iter_mut().zip(&s[start..end]) {
-                    max = max.max(x.to_bits() & 0x7FFF_FFFF);
-                    *o = signed_key(x);
-                }
-                max
-            }
-            Keys::Random {
-                state, start: s, ..
-            } => {
-                let base = s + start as u64;
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = random_key(state, base + j as u64);
-                }
-                0
-            }
-        }
-    }
-
-    /// The key of one element.
-    #[inline(always)]
-    pub(crate) fn at(&self, i: usize) -> u32 {
-        match *self {
-            Keys::Magnitude(s) => magnitude_key(s[i]),
-            Keys::Signed(s) => signed_key(s[i]),
-            Keys::Random { state, start, .. } => random_key(state, start + i as u64),
-        }
-    }
 }
 
 /// A validated source: keys, prior keep-flags, and where its elements sit in the named tensor.
@@ -154,21 +205,22 @@ impl<'a> Src<'a> {
                 len,
             },
         };
-        if let Some(k) = s.kept
-            && k.len() != keys.len()
-        {
-            return Err(Error::ShapeMismatch {
-                name: format!("{} (keep-flags)", s.name),
-                expected: vec![keys.len()],
-                got: vec![k.len()],
-            });
-        }
-        Ok(Src {
+        let src = Src {
             name: s.name,
             keys,
             kept: s.kept,
             offset: 0,
-        })
+        };
+        if let Some(k) = s.kept
+            && k.len() != src.len()
+        {
+            return Err(Error::ShapeMismatch {
+                name: format!("{} (keep-flags)", s.name),
+                expected: vec![src.len()],
+                got: vec![k.len()],
+            });
+        }
+        Ok(src)
     }
 
     /// Validates several sources that are ranked together: float and random keys do not mix.
@@ -188,7 +240,10 @@ impl<'a> Src<'a> {
 
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.keys.len()
+        match self.keys {
+            Keys::Magnitude(s) | Keys::Signed(s) => s.len(),
+            Keys::Random { len, .. } => len,
+        }
     }
 
     /// Whether keys are random (no non-finite check, no score behind a key).
@@ -229,27 +284,6 @@ impl<'a> Src<'a> {
         }
     }
 
-    /// Calls `f(start, keys, kept)` for consecutive blocks of `range`, with the keys of the block
-    /// in a stack buffer, and returns the largest `|x|` bit pattern seen (see [`Keys::fill`]).
-    #[inline(always)]
-    pub(crate) fn blocks(
-        &self,
-        range: Range<usize>,
-        mut f: impl FnMut(usize, &[u32], Option<&[bool]>),
-    ) -> u32 {
-        let mut buf = [0u32; BLOCK];
-        let mut max = 0;
-        let mut start = range.start;
-        while start < range.end {
-            let len = BLOCK.min(range.end - start);
-            let keys = &mut buf[..len];
-            max = max.max(self.keys.fill(start, keys));
-            f(start, keys, self.kept.map(|k| &k[start..start + len]));
-            start += len;
-        }
-        max
-    }
-
     /// The error for the first non-finite score of this source, if any.
     pub(crate) fn first_non_finite(&self) -> Option<Error> {
         let (Keys::Magnitude(s) | Keys::Signed(s)) = self.keys else {
@@ -270,6 +304,21 @@ pub(crate) fn non_finite_error(srcs: &[Src<'_>]) -> Error {
     srcs.iter()
         .find_map(Src::first_non_finite)
         .expect("a non-finite score was seen")
+}
+
+/// Whether elements `r` of `s` hold a NaN or an infinity: a read-only pass for the cases that
+/// make no other.
+pub(crate) fn any_non_finite(s: &Src<'_>, r: Range<usize>) -> bool {
+    fn scan<K: KeyGen>(k: K, r: Range<usize>) -> bool {
+        let mut bad = false;
+        if K::FLOAT {
+            for i in r {
+                bad |= k.non_finite(i);
+            }
+        }
+        bad
+    }
+    with_keys!(s, k => scan(k, r))
 }
 
 /// Number of `true` flags, counted a byte lane at a time so that it vectorises.

@@ -1,7 +1,7 @@
 //! Keep-flags from a cut: one parallel pass that compares keys, then, only when tied keys
 //! straddle the cut, a walk over the ties in (source, flat index) order.
 
-use super::keys::{BLOCK, NON_FINITE_BITS, Src, non_finite_error};
+use super::keys::{KeyGen, Src, non_finite_error, with_keys};
 use super::par;
 use crate::error::{Error, Result};
 
@@ -35,35 +35,54 @@ pub(crate) fn check_outputs<O: AsMut<[bool]>>(srcs: &[Src<'_>], outs: &mut [O]) 
 pub(crate) fn mask_pass<O: AsMut<[bool]> + Send>(
     srcs: &[Src<'_>],
     outs: &mut [O],
-    keep_above: Option<u32>,
+    keep_above: Option<i32>,
 ) -> Result<()> {
-    let max = par::each_max(outs, |i, out| {
+    let bad = par::each_max(outs, |i, out| {
         let s = &srcs[i];
         par::chunks_max(out.as_mut(), CHUNK, |from, out| {
-            s.blocks(from..from + out.len(), |start, keys, kept| {
-                let out = &mut out[start - from..start - from + keys.len()];
-                match (kept, keep_above) {
-                    (None, None) => out.fill(true),
-                    (Some(f), None) => out.copy_from_slice(f),
-                    (None, Some(t)) => {
-                        for (o, &key) in out.iter_mut().zip(keys) {
-                            *o = key > t;
-                        }
-                    }
-                    (Some(f), Some(t)) => {
-                        for ((o, &key), &f) in out.iter_mut().zip(keys).zip(f) {
-                            *o = f & (key > t);
-                        }
-                    }
-                }
-            })
+            let kept = s.kept.map(|k| &k[from..from + out.len()]);
+            with_keys!(s, k => write_flags(k, from, kept, keep_above, out)) as u32
         })
     });
-    if max >= NON_FINITE_BITS {
+    if bad != 0 {
         Err(non_finite_error(srcs))
     } else {
         Ok(())
     }
+}
+
+/// The flags of elements `from..from + out.len()`; whether a score among them is non-finite.
+fn write_flags<K: KeyGen>(
+    keys: K,
+    from: usize,
+    kept: Option<&[bool]>,
+    keep_above: Option<i32>,
+    out: &mut [bool],
+) -> bool {
+    let mut bad = false;
+    let n = out.len();
+    let whole = n / 16 * 16;
+    for j0 in (0..whole).step_by(16) {
+        let (ks, nf) = keys.keys16(from + j0);
+        bad |= nf;
+        let o: &mut [bool; 16] = (&mut out[j0..j0 + 16]).try_into().expect("16 flags");
+        match (kept, keep_above) {
+            (None, None) => *o = [true; 16],
+            (Some(f), None) => o.copy_from_slice(&f[j0..j0 + 16]),
+            (None, Some(t)) => *o = ks.map(|k| k > t),
+            (Some(f), Some(t)) => {
+                for ((o, &k), &f) in o.iter_mut().zip(&ks).zip(&f[j0..j0 + 16]) {
+                    *o = f & (k > t);
+                }
+            }
+        }
+    }
+    for j in whole..n {
+        let i = from + j;
+        bad |= keys.non_finite(i);
+        out[j] = kept.is_none_or(|f| f[j]) && keep_above.is_none_or(|t| keys.key(i) > t);
+    }
+    bad
 }
 
 /// Sets the flag of `count` candidates whose key is `key` to `keep`: the first ones in
@@ -71,39 +90,41 @@ pub(crate) fn mask_pass<O: AsMut<[bool]> + Send>(
 pub(crate) fn walk_ties<O: AsMut<[bool]>>(
     srcs: &[Src<'_>],
     outs: &mut [O],
-    key: u32,
-    mut count: usize,
+    key: i32,
+    count: usize,
     keep: bool,
     backward: bool,
 ) {
-    if count == 0 {
-        return;
-    }
-    // The `t`-th of `n` items in walking order.
-    let nth = |n: usize, t: usize| if backward { n - 1 - t } else { t };
-    let mut buf = [0u32; BLOCK];
-    for t in 0..srcs.len() {
-        let i = nth(srcs.len(), t);
-        let (s, out) = (&srcs[i], outs[i].as_mut());
-        let blocks = s.len().div_ceil(BLOCK);
-        for tb in 0..blocks {
-            let start = nth(blocks, tb) * BLOCK;
-            let keys = &mut buf[..BLOCK.min(s.len() - start)];
-            s.keys.fill(start, keys);
-            if !keys.iter().fold(false, |any, &k| any | (k == key)) {
-                continue;
-            }
-            for tj in 0..keys.len() {
-                let j = nth(keys.len(), tj);
-                if keys[j] == key && s.is_candidate(start + j) {
-                    out[start + j] = keep;
-                    count -= 1;
-                    if count == 0 {
-                        return;
-                    }
+    fn walk<K: KeyGen>(
+        keys: K,
+        s: &Src<'_>,
+        out: &mut [bool],
+        key: i32,
+        count: &mut usize,
+        keep: bool,
+        backward: bool,
+    ) {
+        let n = s.len();
+        for t in 0..n {
+            let i = if backward { n - 1 - t } else { t };
+            if keys.key(i) == key && s.is_candidate(i) {
+                out[i] = keep;
+                *count -= 1;
+                if *count == 0 {
+                    return;
                 }
             }
         }
     }
-    debug_assert_eq!(count, 0, "fewer ties than the cut counted");
+    let mut count = count;
+    for t in 0..srcs.len() {
+        if count == 0 {
+            return;
+        }
+        let i = if backward { srcs.len() - 1 - t } else { t };
+        let s = &srcs[i];
+        with_keys!(s, k => walk(k, s, outs[i].as_mut(), key, &mut count, keep, backward));
+    }
+    // Fewer ties than counted only happens with other sources than the cut was selected from
+    // (see `Cut::write_masks`): the flags written are then the cut applied to those sources.
 }

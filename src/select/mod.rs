@@ -20,25 +20,29 @@
 //!
 //! # Algorithm
 //!
-//! Scores become `u32` keys whose unsigned order is the score order (rust-notes §9.2: the bits of
-//! `|x|` for magnitudes, the sign-flip transform for signed scores, the upper half of a SplitMix64
-//! output at the flat index for random keys). The `k`-th key is then found without moving data:
+//! Scores become `i32` keys whose order is the score order (rust-notes §9.2: IEEE total order for
+//! signed scores, the bits of `|x|` for magnitudes, SplitMix64 outputs at the flat index for
+//! random keys; signed rather than unsigned because SIMD compares signed integers in one
+//! instruction). The `k`-th key is then found without moving data:
 //!
 //! 1. Up to 2^14 elements: copy `(key, position)` pairs and `select_nth_unstable` them.
-//! 2. Above: a stratified sample of up to 2^16 keys brackets the answer (as in Floyd and Rivest's
-//!    selection algorithm); one counting pass counts the candidates below the bracket and
-//!    histograms those inside it into 2^16 bins; further passes narrow to the bin holding rank `k`
-//!    until one key is left. Without the sample this is the two-pass 16-bit radix select of
-//!    rust-notes §9.3; with it, the first pass scatters only the keys inside the bracket, and a
-//!    bracket that misses costs a pass, never a wrong answer.
+//! 2. Above: a sample of up to 2^18 keys (runs of 16 consecutive elements, one cache line each,
+//!    at random offsets in equal strata) brackets the answer, as in Floyd and Rivest's selection
+//!    algorithm. One counting pass counts the candidates below the bracket and histograms those
+//!    inside it into up to 2^18 bins, which usually pins the exact key at once; otherwise
+//!    further passes narrow to the bin holding rank `k` until one key is left. Without the
+//!    sample this is the radix select of rust-notes §9.3; with it, the pass scatters only the
+//!    ~0.5 % of keys inside the bracket. A bracket that misses costs a pass (first to a wider
+//!    bracket, then to everything on that side), never a wrong answer.
 //! 3. One parallel pass writes the masks: keys below the cut key go, keys above stay. Tied keys
 //!    at the cut are resolved by walking them in (source, flat index) order, which is needed only
 //!    when ties straddle the cut.
 //!
-//! Besides the output masks, memory is a few histograms and the sample, independent of the
-//! number of elements. The result never depends on the number of threads: counts are exact
-//! integers and every key depends only on its element. Passes run on rayon's pool under the
-//! `rayon` feature (on by default).
+//! Besides the output masks, memory is bounded by constants: the sample (1 MB) and a histogram
+//! (1 MB) per part of a pass, independent of the number of elements. The result never depends
+//! on the number of threads: counts are exact integers and every key depends only on its
+//! element. Passes run on rayon's pool under the `rayon` feature (on by default), split into
+//! one or two contiguous parts per thread. Figures are in `docs/benchmarks.md`.
 //!
 //! # Example
 //!
@@ -149,7 +153,7 @@ pub enum Norm {
 /// index) order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cut {
-    key: u32,
+    key: i32,
     below: usize,
     ties: usize,
     ties_pruned: usize,
@@ -157,10 +161,11 @@ pub struct Cut {
 }
 
 impl Cut {
-    /// The order-preserving key of the largest pruned score (for a float score `x`, the `u32`
-    /// whose order is `f32::total_cmp`'s; for a magnitude, the key of `|x|`).
+    /// The order-preserving key of the largest pruned score: for a float score `x`, the `u32`
+    /// whose unsigned order is `f32::total_cmp`'s (`x.to_bits() | 0x8000_0000` for `x >= 0`);
+    /// for a magnitude, the key of `|x|`.
     pub fn key(&self) -> u32 {
-        self.key
+        keys::public_key(self.key)
     }
 
     /// The largest pruned score (`|x|` for magnitudes), or `None` for random keys, which stand

@@ -2,7 +2,7 @@
 //! channels (axis 1) of a PyTorch-layout weight, at every output channel and kernel position
 //! (pruning-semantics.md §5.3; the grouping of TF-MOT and SparseML for convolutions).
 
-use super::keys::{NON_FINITE_BITS, Src};
+use super::keys::{KeyGen, Src, any_non_finite, non_finite_error, with_keys};
 use super::{Source, par};
 use crate::error::{Error, Result};
 
@@ -65,16 +65,27 @@ fn keep_n_of_m(
     m: usize,
     pairs: &mut Vec<u64>,
 ) -> Result<()> {
-    let max = s.blocks(0..s.len(), |start, keys, kept| {
-        let out = &mut out[start..start + keys.len()];
-        match kept {
-            Some(f) => out.copy_from_slice(f),
-            None => out.fill(true),
-        }
-    });
-    if max >= NON_FINITE_BITS {
-        return Err(super::keys::non_finite_error(&[*s]));
+    match s.kept {
+        Some(f) => out.copy_from_slice(f),
+        None => out.fill(true),
     }
+    if any_non_finite(s, 0..s.len()) {
+        return Err(non_finite_error(&[*s]));
+    }
+    with_keys!(s, k => prune_groups(k, out, cin, inner, n, m, pairs));
+    Ok(())
+}
+
+/// Prunes all but the `n` best candidates (those still set in `out`) of every group.
+fn prune_groups<K: KeyGen>(
+    keys: K,
+    out: &mut [bool],
+    cin: usize,
+    inner: usize,
+    n: usize,
+    m: usize,
+    pairs: &mut Vec<u64>,
+) {
     for g0 in (0..cin).step_by(m) {
         let len = m.min(cin - g0);
         if len <= n {
@@ -82,20 +93,110 @@ fn keep_n_of_m(
         }
         for p in 0..inner {
             let at = |i: usize| (g0 + i) * inner + p;
-            pairs.clear();
-            pairs.extend(
-                (0..len)
-                    .filter(|&i| out[at(i)])
-                    .map(|i| (s.keys.at(at(i)) as u64) << 32 | i as u64),
-            );
-            let prune = pairs.len().saturating_sub(n);
-            if prune > 0 {
-                pairs.select_nth_unstable(prune - 1);
-                for &pair in &pairs[..prune] {
-                    out[at(pair as u32 as usize)] = false;
-                }
+            match len {
+                2 => prune_fixed_group::<K, 2>(keys, out, at, n),
+                4 => prune_fixed_group::<K, 4>(keys, out, at, n),
+                8 => prune_fixed_group::<K, 8>(keys, out, at, n),
+                16 => prune_fixed_group::<K, 16>(keys, out, at, n),
+                ..=SMALL_GROUP => prune_small_group(keys, out, at, len, n),
+                _ => prune_group(keys, out, at, len, n, pairs),
             }
         }
     }
-    Ok(())
+}
+
+/// Groups up to this long are ranked by counting, without sorting or selecting.
+const SMALL_GROUP: usize = 16;
+
+/// `(key, index)` of element `i` of a group, biased so that unsigned order is key order, then
+/// index order.
+#[inline(always)]
+fn pair(key: i32, i: usize) -> u64 {
+    ((key as u32 ^ 0x8000_0000) as u64) << 32 | i as u64
+}
+
+/// A group of the common lengths, fully unrolled and without branches per element: a candidate
+/// is pruned when fewer than `candidates - n` candidates come after it, that is when its rank
+/// (candidates before it in (key, index) order) is below `candidates - n`.
+#[inline(always)]
+fn prune_fixed_group<K: KeyGen, const M: usize>(
+    keys: K,
+    out: &mut [bool],
+    at: impl Fn(usize) -> usize,
+    n: usize,
+) {
+    let key: [i32; M] = std::array::from_fn(|i| keys.key(at(i)));
+    let cand: [bool; M] = std::array::from_fn(|i| out[at(i)]);
+    let candidates = cand.iter().filter(|&&c| c).count();
+    if candidates <= n {
+        return;
+    }
+    let prune = candidates - n;
+    for i in 0..M {
+        let mut rank = 0;
+        for l in 0..M {
+            // Before `i` in (key, index) order: a smaller key, or an equal one at a lower index.
+            let before = if l < i {
+                key[l] <= key[i]
+            } else {
+                key[l] < key[i]
+            };
+            rank += (cand[l] & before) as usize;
+        }
+        out[at(i)] = cand[i] & (rank >= prune);
+    }
+}
+
+/// Any other group of at most [`SMALL_GROUP`]: the rank of each candidate is the number of smaller
+/// candidates, and the `candidates - n` lowest ranks are pruned.
+#[inline(always)]
+fn prune_small_group<K: KeyGen>(
+    keys: K,
+    out: &mut [bool],
+    at: impl Fn(usize) -> usize,
+    len: usize,
+    n: usize,
+) {
+    // Non-candidates sort above everything, so they never lower a candidate's rank.
+    let mut pairs = [u64::MAX; SMALL_GROUP];
+    let mut candidates = 0usize;
+    for (i, p) in pairs[..len].iter_mut().enumerate() {
+        if out[at(i)] {
+            *p = pair(keys.key(at(i)), i);
+            candidates += 1;
+        }
+    }
+    let Some(prune) = candidates.checked_sub(n).filter(|&p| p > 0) else {
+        return;
+    };
+    for (i, &p) in pairs[..len].iter().enumerate() {
+        let rank = pairs[..len].iter().filter(|&&q| q < p).count();
+        if p != u64::MAX && rank < prune {
+            out[at(i)] = false;
+        }
+    }
+}
+
+/// A longer group: select the `candidates - n` smallest pairs.
+fn prune_group<K: KeyGen>(
+    keys: K,
+    out: &mut [bool],
+    at: impl Fn(usize) -> usize,
+    len: usize,
+    n: usize,
+    pairs: &mut Vec<u64>,
+) {
+    pairs.clear();
+    pairs.extend(
+        (0..len)
+            .filter(|&i| out[at(i)])
+            .map(|i| pair(keys.key(at(i)), i)),
+    );
+    let prune = pairs.len().saturating_sub(n);
+    if prune > 0 {
+        pairs.select_nth_unstable(prune - 1);
+        for &p in &pairs[..prune] {
+            out[at(p as u32 as usize)] = false;
+        }
+    }
 }

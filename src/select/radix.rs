@@ -2,49 +2,61 @@
 //!
 //! Small inputs copy `(key, position)` pairs and call `select_nth_unstable`. Large inputs narrow a
 //! key range with counting passes (rust-notes §9.3): each pass counts the candidates below the
-//! range and histograms those inside it into at most 2^16 bins, which pins the bin holding rank
+//! range and histograms those inside it into at most 2^18 bins, which pins the bin holding rank
 //! `k` and narrows the range to that bin, until the range is a single key. Started from the whole
-//! `u32` range this is the two-pass 16-bit radix select. A deterministic sample first brackets the
-//! answer (the idea of Floyd & Rivest, "Expected time bounds for selection", CACM 18(3), 1975), so
-//! that the first pass scatters only the one or two percent of keys inside the bracket; a bracket
-//! that misses costs one more pass, never a wrong answer.
+//! key range this is a radix select (18 + 14 bits in two passes). A sample first brackets the
+//! answer, the idea of Floyd & Rivest ("Expected time bounds for selection", CACM 18(3), 1975),
+//! so that the first pass scatters only the keys inside the bracket, and usually resolves the
+//! exact key at once. A bracket that misses costs a pass, never a wrong answer.
 
 use super::Cut;
-use super::keys::{NON_FINITE_BITS, Src, non_finite_error, random_key};
+use super::keys::{KeyGen, Src, any_non_finite, count_true, mix64, non_finite_error, with_keys};
 use super::par;
 use crate::error::{Error, Result};
 
 /// Inputs up to this many elements are selected on a copy of their keys.
 pub(crate) const SMALL: usize = 1 << 14;
 
-/// Bits of the range histogram: 2^16 `u32` bins (256 KB) per part.
-const BIN_BITS: u32 = 16;
+/// Bits of the range histogram: at most 2^18 `u32` bins (1 MB) per part.
+const BIN_BITS: u32 = 18;
 
 /// Elements below which splitting a pass over threads does not pay (tiny in unit tests, so
 /// that they split small inputs too).
 const PART_MIN: usize = if cfg!(test) { 1 << 8 } else { 1 << 18 };
 
-/// Upper bound on the sample that brackets the answer.
-const SAMPLE_MAX: usize = 1 << 16;
+/// The sample reads runs of this many consecutive elements (a cache line of `f32`).
+const RUN: usize = 16;
 
-/// Fixed state of the hash that places samples inside their strata.
-const SAMPLE_STATE: u64 = 0x5EED_5A4D_1E5E_1EC7;
+/// At most this many runs are sampled (2^18 keys, 1 MB).
+const MAX_RUNS: usize = 1 << 14;
+
+/// Keys in range buffered before they are added to the histogram.
+const FLUSH_AT: usize = 256;
+
+/// Half-width of the bracket, in standard deviations of the sampled rank.
+const MARGIN_SIGMAS: f64 = 3.0;
 
 /// Which algorithm [`select`] uses; everything but `Auto` is for tests that pin a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Path {
-    /// By size: copy below [`SMALL`], bracketed histogram above.
+    /// By size: copy up to [`SMALL`] elements, sample-bracketed counting passes above.
     Auto,
     /// Copy the keys and `select_nth_unstable`.
+    #[cfg(test)]
     Copy,
-    /// Counting passes over the whole key range (plain two-pass radix select).
+    /// Counting passes from the whole key range (plain radix select).
     #[cfg(test)]
     Radix,
-    /// Counting passes inside a key range bracketed by a sample.
+    /// Counting passes inside a bracket from a sample.
+    #[cfg(test)]
     Bracketed,
     /// Counting passes inside a given (possibly wrong) bracket.
     #[cfg(test)]
-    Forced(u32, u32),
+    Forced(i32, i32),
+    /// Counting passes inside a bracket from a sample whose estimate is scaled by this factor,
+    /// so that brackets miss and widen.
+    #[cfg(test)]
+    Skewed(f64),
 }
 
 /// The cut that prunes exactly `k` candidates of `srcs` in (key, source, flat index) order, or
@@ -65,26 +77,41 @@ pub(crate) fn select(
         scope: scope(),
     };
     if k == 0 {
-        return if max_abs(srcs) >= NON_FINITE_BITS {
+        let bad = over_parts(srcs, total, || false, |b, s, r| *b |= any_non_finite(s, r));
+        return if bad.into_iter().any(|b| b) {
             Err(non_finite_error(srcs))
         } else {
             Ok(None)
         };
     }
-    let path = match path {
-        Path::Auto if total <= SMALL => Path::Copy,
-        Path::Auto => Path::Bracketed,
-        p => p,
-    };
-    let (lo, hi) = match path {
-        Path::Copy => return copy_select(srcs, k, scratch, random).map_err(|e| e.or(too_large)),
+    let found = match path {
+        Path::Auto if total <= SMALL => copy_select(srcs, k, scratch),
         #[cfg(test)]
-        Path::Radix => (0, u32::MAX),
-        Path::Auto | Path::Bracketed => bracket(srcs, total, k).unwrap_or((0, u32::MAX)),
+        Path::Copy => copy_select(srcs, k, scratch),
+        Path::Auto => narrow(srcs, total, k, Sample::new(srcs, total, k)),
         #[cfg(test)]
-        Path::Forced(lo, hi) => (lo, hi),
+        Path::Bracketed => narrow(srcs, total, k, Sample::new(srcs, total, k)),
+        #[cfg(test)]
+        Path::Radix => narrow(srcs, total, k, None),
+        #[cfg(test)]
+        Path::Forced(lo, hi) => narrow_from(srcs, total, k, (lo, hi), None),
+        #[cfg(test)]
+        Path::Skewed(factor) => {
+            let mut sample = Sample::new(srcs, total, k);
+            if let Some(s) = &mut sample {
+                s.estimate *= factor;
+            }
+            narrow(srcs, total, k, sample)
+        }
     };
-    narrow(srcs, total, k, lo, hi, random).map_err(|e| e.or(too_large))
+    match found {
+        Ok(mut cut) => {
+            cut.random = random;
+            Ok(Some(cut))
+        }
+        Err(Fail::Error(e)) => Err(e),
+        Err(Fail::TooFew(n)) => Err(too_large(n)),
+    }
 }
 
 /// A failure of a selection: an error, or too few candidates (the caller knows the scope).
@@ -93,34 +120,36 @@ enum Fail {
     TooFew(usize),
 }
 
-impl Fail {
-    fn or(self, too_large: impl FnOnce(usize) -> Error) -> Error {
-        match self {
-            Fail::Error(e) => e,
-            Fail::TooFew(n) => too_large(n),
-        }
+/// The cut at rank `k - 1`, with `below` candidates under its key and `ties` at it.
+fn cut(key: i32, below: usize, ties: usize, k: usize) -> Cut {
+    Cut {
+        key,
+        below,
+        ties,
+        ties_pruned: k - below,
+        random: false,
     }
 }
 
 /// Small inputs: `(key << 32 | position)` of every candidate, selected in place. Positions are
 /// unique, so the pair order is the full tie order.
-fn copy_select(
-    srcs: &[Src<'_>],
-    k: usize,
-    pairs: &mut Vec<u64>,
-    random: bool,
-) -> Result<Option<Cut>, Fail> {
+fn copy_select(srcs: &[Src<'_>], k: usize, pairs: &mut Vec<u64>) -> Result<Cut, Fail> {
+    fn push<K: KeyGen>(k: K, s: &Src<'_>, pos: u64, pairs: &mut Vec<u64>) -> bool {
+        let mut bad = false;
+        for i in 0..s.len() {
+            bad |= k.non_finite(i);
+            if s.is_candidate(i) {
+                // The bias makes the signed key order the unsigned pair order.
+                let key = (k.key(i) as u32 ^ 0x8000_0000) as u64;
+                pairs.push(key << 32 | (pos + i as u64));
+            }
+        }
+        bad
+    }
     pairs.clear();
     let mut pos = 0u64;
     for s in srcs {
-        let max = s.blocks(0..s.len(), |start, keys, kept| {
-            for (j, &key) in keys.iter().enumerate() {
-                if kept.is_none_or(|f| f[j]) {
-                    pairs.push((key as u64) << 32 | (pos + (start + j) as u64));
-                }
-            }
-        });
-        if max >= NON_FINITE_BITS {
+        if with_keys!(s, k => push(k, s, pos, pairs)) {
             return Err(Fail::Error(non_finite_error(srcs)));
         }
         pos += s.len() as u64;
@@ -129,74 +158,86 @@ fn copy_select(
     if k > pairs.len() {
         return Err(Fail::TooFew(pairs.len()));
     }
-    let (smaller, &mut cut, _) = pairs.select_nth_unstable(k - 1);
-    let key = (cut >> 32) as u32;
-    let below = smaller
-        .iter()
-        .filter(|&&p| ((p >> 32) as u32) < key)
-        .count();
-    let ties = pairs.iter().filter(|&&p| (p >> 32) as u32 == key).count();
-    Ok(Some(Cut {
-        key,
-        below,
-        ties,
-        ties_pruned: k - below,
-        random,
-    }))
+    let (smaller, &mut at, _) = pairs.select_nth_unstable(k - 1);
+    let key_of = |p: u64| ((p >> 32) as u32 ^ 0x8000_0000) as i32;
+    let key = key_of(at);
+    let below = smaller.iter().filter(|&&p| key_of(p) < key).count();
+    let ties = pairs.iter().filter(|&&p| key_of(p) == key).count();
+    Ok(cut(key, below, ties, k))
 }
 
 /// Counts of one part of a pass.
 struct Counts {
     candidates: u64,
     below: u64,
-    max_abs: u32,
+    non_finite: bool,
+    /// One bin per `2^shift` keys of the range.
     hist: Vec<u32>,
 }
 
-/// Narrows `[lo, hi]` by counting passes until it holds only the key of rank `k - 1`.
-fn narrow(
+/// Selects with a bracket from `sample` (or the whole key range without one).
+fn narrow(srcs: &[Src<'_>], total: usize, k: usize, sample: Option<Sample>) -> Result<Cut, Fail> {
+    let mut sample = sample;
+    let first = match &mut sample {
+        Some(s) => s.bracket(1.0),
+        None => (i32::MIN, i32::MAX),
+    };
+    narrow_from(srcs, total, k, first, sample)
+}
+
+/// Narrows the key range `[lo, hi]` by counting passes until it holds only the key of rank
+/// `k - 1`. When the answer turns out to lie outside, the range moves to that side: to a wider
+/// bracket from the sample the first time, to everything on that side after.
+fn narrow_from(
     srcs: &[Src<'_>],
     total: usize,
     k: usize,
-    mut lo: u32,
-    mut hi: u32,
-    random: bool,
-) -> Result<Option<Cut>, Fail> {
+    (mut lo, mut hi): (i32, i32),
+    mut sample: Option<Sample>,
+) -> Result<Cut, Fail> {
     let rank = (k - 1) as u64;
-    let mut checked = false;
+    let mut first = true;
     let mut passes = 0;
     loop {
-        // A missed bracket, then at most 16 + 16 bits of narrowing.
+        // A bracket, a wider one, everything on one side, then 18 + 14 bits of narrowing.
         passes += 1;
-        debug_assert!(passes < 5, "narrowing [{lo:#x}, {hi:#x}] does not converge");
-        let span = hi - lo;
+        debug_assert!(passes <= 5, "narrowing [{lo}, {hi}] does not converge");
+        let span = hi.wrapping_sub(lo) as u32;
         let shift = (u32::BITS - span.leading_zeros()).saturating_sub(BIN_BITS);
         let bins = (span >> shift) as usize + 1;
+        let check = first;
         let parts = over_parts(
             srcs,
             total,
             || Counts {
                 candidates: 0,
                 below: 0,
-                max_abs: 0,
+                non_finite: false,
                 hist: vec![0; bins],
             },
-            |c, s, r| count_range(c, s, r, lo, span, shift),
+            |c, s, r| {
+                with_keys!(s, keys => if check {
+                    count_range::<_, true>(keys, s.kept, r, lo, hi, shift, c)
+                } else {
+                    count_range::<_, false>(keys, s.kept, r, lo, hi, shift, c)
+                })
+            },
         );
-        if !checked {
-            if parts.iter().any(|c| c.max_abs >= NON_FINITE_BITS) {
+        if first {
+            if parts.iter().any(|c| c.non_finite) {
                 return Err(Fail::Error(non_finite_error(srcs)));
             }
             let candidates: u64 = parts.iter().map(|c| c.candidates).sum();
             if k as u64 > candidates {
                 return Err(Fail::TooFew(candidates as usize));
             }
-            checked = true;
+            first = false;
         }
         let below: u64 = parts.iter().map(|c| c.below).sum();
         if rank < below {
-            // The bracket was too high: everything below it is the new range.
-            (lo, hi) = (0, lo - 1);
+            // Too high: some candidate is below `lo`, so `lo - 1` does not underflow.
+            let wider = sample.take().map_or(i32::MIN, |mut s| s.bracket(4.0).0);
+            (lo, hi) = (if wider < lo { wider } else { i32::MIN }, lo - 1);
             continue;
         }
         let mut cum = below;
@@ -210,88 +251,121 @@ fn narrow(
             cum += n;
         }
         let Some((bin, n)) = found else {
-            // The bracket was too low.
-            (lo, hi) = (hi + 1, u32::MAX);
+            // Too low: some candidate is above `hi`, so `hi + 1` does not overflow.
+            let wider = sample.take().map_or(i32::MAX, |mut s| s.bracket(4.0).1);
+            (lo, hi) = (hi + 1, if wider > hi { wider } else { i32::MAX });
             continue;
         };
-        let start = lo + (bin << shift);
+        let start = lo.wrapping_add((bin << shift) as i32);
         if shift == 0 {
-            return Ok(Some(Cut {
-                key: start,
-                below: cum as usize,
-                ties: n as usize,
-                ties_pruned: k - cum as usize,
-                random,
-            }));
+            return Ok(cut(start, cum as usize, n as usize, k));
         }
-        (lo, hi) = (start, start.saturating_add((1 << shift) - 1).min(hi));
+        let last = (start as i64 + (1i64 << shift) - 1).min(hi as i64) as i32;
+        (lo, hi) = (start, last);
     }
 }
 
-/// Adds the candidates of `s[r]` to `c`: how many there are, how many have keys below `lo`,
-/// and a histogram of `(key - lo) >> shift` for keys in `[lo, lo + span]`.
-#[inline(never)]
-fn count_range(
-    c: &mut Counts,
-    s: &Src<'_>,
+/// Adds the candidates of elements `r` to `c`: how many there are, how many have keys below
+/// `lo`, and a histogram of `(key - lo) >> shift` for keys in `[lo, hi]`; with `CHECK`, also
+/// whether a score is non-finite.
+fn count_range<K: KeyGen, const CHECK: bool>(
+    keys: K,
+    kept: Option<&[bool]>,
     r: std::ops::Range<usize>,
-    lo: u32,
-    span: u32,
+    lo: i32,
+    hi: i32,
     shift: u32,
+    c: &mut Counts,
 ) {
-    let hist = &mut c.hist[..];
-    let one_bin = hist.len() == 1;
-    let mut below = 0u64;
-    let mut candidates = 0u64;
-    // Blocks of 16: the counts vectorise; the scatter runs only where a key is in range.
-    let mut group = |keys: &[u32], kept: Option<&[bool]>| {
-        let (mut b, mut inside, mut n) = (0u32, 0u32, 0u32);
-        match kept {
-            None => {
-                for &key in keys {
-                    b += (key < lo) as u32;
-                    inside += (key.wrapping_sub(lo) <= span) as u32;
-                }
-                n = keys.len() as u32;
-            }
-            Some(f) => {
-                for (&key, &f) in keys.iter().zip(f) {
-                    let f = f as u32;
-                    b += f & (key < lo) as u32;
-                    inside += f & (key.wrapping_sub(lo) <= span) as u32;
-                    n += f;
-                }
-            }
-        }
-        below += b as u64;
-        candidates += n as u64;
-        if inside == 0 {
-        } else if one_bin {
-            hist[0] += inside;
-        } else {
-            for (j, &key) in keys.iter().enumerate() {
-                let d = key.wrapping_sub(lo);
-                if d <= span && kept.is_none_or(|f| f[j]) {
-                    hist[(d >> shift) as usize] += 1;
-                }
-            }
-        }
+    // One loop per case, so that the unmasked one does not carry the flags.
+    let (below, bad) = match kept {
+        None => count_loop::<K, CHECK, false>(keys, &[], r.clone(), lo, hi, shift, &mut c.hist),
+        Some(f) => count_loop::<K, CHECK, true>(keys, f, r.clone(), lo, hi, shift, &mut c.hist),
     };
-    let max = s.blocks(r, |_, keys, kept| {
-        let mut ks = keys.chunks_exact(16);
-        let mut j = 0;
-        for g in ks.by_ref() {
-            group(g, kept.map(|f| &f[j..j + 16]));
-            j += 16;
-        }
-        let rest = ks.remainder();
-        if !rest.is_empty() {
-            group(rest, kept.map(|f| &f[j..]));
-        }
-    });
     c.below += below;
-    c.candidates += candidates;
-    c.max_abs = c.max_abs.max(max);
+    c.candidates += match kept {
+        None => r.len() as u64,
+        Some(f) => count_true(&f[r]) as u64,
+    };
+    c.non_finite |= bad;
+}
+
+/// The loop of [`count_range`]; `kept` is read only when `MASKED`. Returns the count below
+/// `lo` and whether a non-finite score was seen.
+#[inline(never)]
+fn count_loop<K: KeyGen, const CHECK: bool, const MASKED: bool>(
+    keys: K,
+    kept: &[bool],
+    r: std::ops::Range<usize>,
+    lo: i32,
+    hi: i32,
+    shift: u32,
+    hist: &mut [u32],
+) -> (u64, bool) {
+    // Groups of 16: per-lane counters and an in-range flag vectorise. In the rare group with a
+    // key in range, bins go to a small buffer without a branch per key (every key is written,
+    // only those in range advance), and the buffer is added to the histogram in batches: the
+    // histogram is too large to stay in cache beside the streamed scores, and a batch lets its
+    // cache misses overlap. Parts hold fewer than 2^32 elements, so lane counters cannot
+    // overflow.
+    let candidate = |i: usize| !MASKED || kept[i];
+    let bin = |key: i32| (key as u32).wrapping_sub(lo as u32) >> shift;
+    let mut lanes = [0u32; 16];
+    let mut bad = false;
+    let mut pending = [0u32; FLUSH_AT + 16];
+    let mut n = 0;
+    let whole = r.start + (r.len() / 16) * 16;
+    let mut i0 = r.start;
+    while i0 < whole {
+        let (ks, nf) = keys.keys16(i0);
+        if CHECK {
+            bad |= nf;
+        }
+        let flags: &[bool; 16] = if MASKED {
+            kept[i0..i0 + 16].try_into().expect("16 flags")
+        } else {
+            &[true; 16]
+        };
+        let mut any = false;
+        for ((lane, &key), &f) in lanes.iter_mut().zip(&ks).zip(flags) {
+            let (lt, gt) = (key < lo, key > hi);
+            *lane += (f & lt) as u32;
+            any |= f & !(lt | gt);
+        }
+        if any {
+            // Keys are read again from the scores: reading lanes of `ks` back from memory would
+            // wait on the vector stores that just wrote them.
+            for (j, &f) in flags.iter().enumerate() {
+                let key = keys.key(i0 + j);
+                pending[n] = bin(key);
+                n += (f & (lo <= key) & (key <= hi)) as usize;
+            }
+        }
+        if n >= FLUSH_AT {
+            for &b in &pending[..n] {
+                hist[b as usize] += 1;
+            }
+            n = 0;
+        }
+        i0 += 16;
+    }
+    for &b in &pending[..n] {
+        hist[b as usize] += 1;
+    }
+    let mut below = lanes.iter().map(|&l| l as u64).sum::<u64>();
+    for i in whole..r.end {
+        if CHECK && K::FLOAT {
+            bad |= keys.non_finite(i);
+        }
+        if candidate(i) {
+            let key = keys.key(i);
+            below += (key < lo) as u64;
+            if lo <= key && key <= hi {
+                hist[bin(key) as usize] += 1;
+            }
+        }
+    }
+    (below, bad)
 }
 
 /// Splits the concatenation of `srcs` into contiguous parts, one or two per thread, and folds
@@ -328,69 +402,86 @@ fn over_parts<A: Send>(
     })
 }
 
-/// Number of sampled positions for `total` elements.
-fn sample_size(total: usize) -> usize {
-    (total / 16).clamp(1024.min(total), SAMPLE_MAX)
+/// Keys sampled to bracket the answer: runs of [`RUN`] consecutive elements, one at a random
+/// offset in each of equal strata of the concatenation (a cache line per run, so that a large
+/// sample costs few memory accesses).
+struct Sample {
+    keys: Vec<i32>,
+    /// Estimated rank of the answer among the sampled candidates.
+    estimate: f64,
+    /// One standard deviation of that estimate, in sampled ranks.
+    sigma: f64,
 }
 
-/// A key range that holds the key of rank `k - 1` with high probability, from a stratified
-/// sample: one position drawn in each of `m` equal strata of the concatenation. `None` when the
-/// sample holds no candidate.
-fn bracket(srcs: &[Src<'_>], total: usize, k: usize) -> Option<(u32, u32)> {
-    let m = sample_size(total);
-    let mut keys = Vec::with_capacity(m);
-    let (mut si, mut base) = (0, 0);
-    for j in 0..m {
-        let (a, b) = (j * total / m, (j + 1) * total / m);
-        if a == b {
-            continue;
-        }
-        let pos = a + random_key(SAMPLE_STATE, j as u64) as usize % (b - a);
-        while pos >= base + srcs[si].len() {
-            base += srcs[si].len();
-            si += 1;
-        }
-        let (s, i) = (&srcs[si], pos - base);
+/// Appends the keys of the candidates among elements `r` of `s`.
+fn push_run<K: KeyGen>(k: K, s: &Src<'_>, r: std::ops::Range<usize>, keys: &mut Vec<i32>) {
+    for i in r {
         if s.is_candidate(i) {
-            keys.push(s.keys.at(i));
+            keys.push(k.key(i));
         }
     }
-    let n = keys.len();
-    if n == 0 {
-        return None;
-    }
-    // Rank of the answer among sampled candidates, and a margin of four binomial deviations.
-    let est = (k - 1) as f64 * m as f64 / total as f64;
-    let p = (est / n as f64).clamp(0.0, 1.0);
-    let margin = 4.0 * (n as f64 * p * (1.0 - p)).sqrt() + 8.0;
-    let (low, high) = (est - margin, est + margin);
-    let (mut lower, mut hi) = (&mut keys[..], u32::MAX);
-    if high < (n - 1) as f64 {
-        let (l, &mut h, _) = lower.select_nth_unstable(high as usize);
-        (lower, hi) = (l, h);
-    }
-    // More candidates than sampled may sit below the estimate: then the bracket starts at the
-    // largest sampled key below it.
-    let lo = if low < 0.0 {
-        0
-    } else {
-        *lower
-            .select_nth_unstable((low as usize).min(lower.len() - 1))
-            .1
-    };
-    Some((lo, hi))
 }
 
-/// The largest `|x|` bit pattern over `srcs`, in parallel (a finiteness check).
-pub(crate) fn max_abs(srcs: &[Src<'_>]) -> u32 {
-    let total = srcs.iter().map(Src::len).sum();
-    over_parts(
-        srcs,
-        total,
-        || 0u32,
-        |m, s, r| *m = (*m).max(s.blocks(r, |_, _, _| ())),
-    )
-    .into_iter()
-    .max()
-    .unwrap_or(0)
+impl Sample {
+    /// `None` when the sample holds no candidate.
+    fn new(srcs: &[Src<'_>], total: usize, k: usize) -> Option<Sample> {
+        let runs = (total / (RUN * 64)).clamp(1, MAX_RUNS);
+        let mut keys = Vec::with_capacity(runs * RUN);
+        let mut sampled = 0;
+        let (mut si, mut base) = (0, 0);
+        for j in 0..runs {
+            let (a, b) = (j * total / runs, (j + 1) * total / runs);
+            let room = (b - a).saturating_sub(RUN - 1) as u64;
+            let mut pos = a + (((mix64(j as u64) >> 32) * room) >> 32) as usize;
+            let end = (pos + RUN).min(b);
+            while pos < end {
+                while pos >= base + srcs[si].len() {
+                    base += srcs[si].len();
+                    si += 1;
+                }
+                let s = &srcs[si];
+                let stop = end.min(base + s.len());
+                with_keys!(s, k => push_run(k, s, pos - base..stop - base, &mut keys));
+                sampled += stop - pos;
+                pos = stop;
+            }
+        }
+        let n = keys.len();
+        if n == 0 {
+            return None;
+        }
+        // Candidates are assumed spread evenly, so the answer's share of the sampled elements
+        // is its share of all elements.
+        let estimate = (k - 1) as f64 * sampled as f64 / total as f64;
+        let p = (estimate / n as f64).clamp(0.0, 1.0);
+        let sigma = (n as f64 * p * (1.0 - p)).sqrt() + 1.0;
+        Some(Sample {
+            keys,
+            estimate,
+            sigma,
+        })
+    }
+
+    /// Keys at the estimated rank minus and plus `widen` margins (the extremes of the key range
+    /// where that runs past the sample).
+    fn bracket(&mut self, widen: f64) -> (i32, i32) {
+        let margin = widen * (MARGIN_SIGMAS * self.sigma + 8.0);
+        let n = self.keys.len();
+        let (low, high) = (self.estimate - margin, self.estimate + margin);
+        let (mut lower, mut hi) = (&mut self.keys[..], i32::MAX);
+        if high < (n - 1) as f64 {
+            let (l, &mut h, _) = lower.select_nth_unstable(high as usize);
+            (lower, hi) = (l, h);
+        }
+        // More candidates than sampled may sit below the estimate: then the bracket starts at
+        // the largest sampled key below it.
+        let lo = if low < 0.0 {
+            i32::MIN
+        } else {
+            *lower
+                .select_nth_unstable((low as usize).min(lower.len() - 1))
+                .1
+        };
+        (lo, hi)
+    }
 }

@@ -40,9 +40,15 @@ fn all_paths(sources: &[Source<'_>], k: usize) -> Result<Vec<Vec<bool>>> {
         Path::Radix,
         Path::Bracketed,
         Path::Forced(0, 0),
-        Path::Forced(u32::MAX, u32::MAX),
-        Path::Forced(0x8000_0000, 0xBF80_0000),
-        Path::Forced(0xBF80_0000, 0xC000_0000),
+        Path::Forced(i32::MIN, i32::MIN),
+        Path::Forced(i32::MAX, i32::MAX),
+        Path::Forced(-5, 5),
+        Path::Forced(0, 0x3F80_0000),
+        Path::Forced(0x3F80_0000, 0x4000_0000),
+        Path::Skewed(0.0),
+        Path::Skewed(0.5),
+        Path::Skewed(2.0),
+        Path::Skewed(1e9),
     ] {
         let got = prune_k_along(sources, k, path);
         match (&reference, &got) {
@@ -278,6 +284,12 @@ fn cut_reports_threshold_and_ties() {
         cut.write_masks(&s, &mut Vec::<Vec<bool>>::new()),
         Err(Error::ShapeMismatch { .. })
     ));
+    // Other sources than the cut was selected from: no panic; keys off the cut key fall on
+    // their side (how ties split is then only defined for the original sources).
+    let other = [1.0f32, 5.0, 0.5];
+    let mut out = vec![vec![false; 3]];
+    cut.write_masks(&[mag("o", &other)], &mut out).unwrap();
+    assert_eq!((out[0][1], out[0][2]), (true, false));
     let neg = [-0.5f32, 2.0];
     let cut = select_cut(&[signed("s", &neg)], 1).unwrap().unwrap();
     assert_eq!(cut.score(), Some(-0.5));
@@ -635,10 +647,10 @@ fn brackets_hold_when_the_sample_sees_fewer_candidates() {
     // share; near k = n the estimated rank then falls past the sampled candidates.
     for seed in 0..20u64 {
         let w: Vec<f32> = (0..20_000u64)
-            .map(|i| keys::random_key(seed, i) as f32)
+            .map(|i| keys::mix64(seed << 32 | i) as f32)
             .collect();
         let kept: Vec<bool> = (0..20_000u64)
-            .map(|i| keys::random_key(seed + 100, i).is_multiple_of(2))
+            .map(|i| keys::mix64((seed + 100) << 32 | i).is_multiple_of(2))
             .collect();
         let s = [with_kept(mag("w", &w), &kept)];
         let n = count_candidates(&s);
