@@ -1,8 +1,46 @@
 //! shears: pruning neural networks in Rust.
+//!
+//! shears decides which weights, channels or blocks of a model can go, removes them, and reports
+//! what was gained. It works on plain [`ndarray`] tensors and safetensors checkpoints, whatever
+//! framework trained the model.
+//!
+//! The data flow, one module per step, every arrow a plain value you can inspect and save:
+//!
+//! ```text
+//! safetensors checkpoint + JSON spec ─► Network (graph)      ─► forward, shapes, FLOPs
+//! Params + MaskSet ─► PruneStrategy::plan (strategy) ─► Plan ─► apply (mask) ─► save (io)
+//!                     └── scores ranked by the selection engine (select)
+//! ```
+//!
+//! - [`strategy`]: the [`PruneStrategy`](strategy::PruneStrategy) trait and
+//!   [`WeightPruning`](strategy::WeightPruning): magnitude, random, importance or custom scores, by
+//!   element, channel or N:M, per layer, per row or globally.
+//! - [`select`]: exact-k and threshold selection over many tensors at once, O(n), no sorting.
+//! - [`mask`]: keep-masks that compose without ever reviving a pruned weight.
+//! - [`graph`]: the layer graph, PyTorch layouts and names, batched forward pass.
+//! - [`io`]: safetensors in and out, original dtypes and metadata kept, atomic writes.
+//! - [`amount`]: fractions, counts, thresholds and targets, with PyTorch's rounding.
+//!
+//! Exact semantics are in `docs/semantics.md`; every one of them is pinned by a test.
+//!
+//! ```
+//! use ndarray::array;
+//! use shears::strategy::{Context, PruneStrategy, WeightPruning};
+//! use shears::{Amount, Params};
+//!
+//! let mut params: Params = [("fc.weight", array![[0.5_f32, -0.1], [0.05, 0.9]].into_dyn())]
+//!     .into_iter()
+//!     .collect();
+//! let plan = WeightPruning::new(Amount::Sparsity(0.5)).plan(&Context::new(&params))?;
+//! plan.apply(&mut params)?;
+//! assert_eq!(params.slice("fc.weight").unwrap(), &[0.5, 0.0, 0.0, 0.9]);
+//! # Ok::<(), shears::Error>(())
+//! ```
 #![warn(missing_docs)]
 #![deny(missing_debug_implementations)]
 
 pub mod amount;
+pub mod calibrate;
 pub mod data;
 pub mod error;
 pub mod graph;
@@ -21,5 +59,12 @@ pub use graph::{Layer, Network, NetworkBuilder, NetworkSpec, Node};
 pub use io::{Checkpoint, SafetensorsFile};
 pub use mask::{Mask, MaskSet, TensorSparsity};
 pub use ndarray;
-pub use params::Params;
+pub use params::{Params, check_finite};
 pub use safetensors;
+#[cfg(feature = "sparse")]
+pub use sprs;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

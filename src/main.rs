@@ -37,7 +37,7 @@ enum Command {
         json: bool,
     },
     /// Write a pruned copy of a checkpoint.
-    Prune(PruneArgs),
+    Prune(Box<PruneArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,7 +74,7 @@ struct PruneArgs {
     #[arg(long, value_enum, default_value_t = ScopeArg::Layer)]
     scope: ScopeArg,
     /// Prune this fraction of the units that remain (round half to even).
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
     sparsity: Option<f64>,
     /// Prune exactly this many units.
     #[arg(long, value_name = "K")]
@@ -248,16 +248,21 @@ fn prune(args: &PruneArgs, rules: Vec<(bool, String)>) -> Result<(), Failure> {
         ctx = ctx.with_masks(prior);
     }
     let plan = strategy.plan(&ctx)?;
+    // The copy streams from the file: the weights in memory can go before it starts.
+    drop(params);
+    let summary_tensors = plan.masks.per_tensor();
 
     // Tensors that were not chosen are copied byte for byte; the masks file still carries their
     // earlier masks, so that it stays the complete record.
     let spinner = progress(show, 0, "writing");
     write_masked(&file, &plan.masks, &args.out).map_err(writing)?;
     if let Some(path) = &args.masks {
-        let masks = match &prior {
-            Some(prior) => prior.and(&plan.masks)?,
-            None => plan.masks.clone(),
-        };
+        let mut masks = plan.masks;
+        for (name, mask) in prior.into_iter().flatten() {
+            if masks.get(&name).is_none() {
+                masks.insert(name, mask);
+            }
+        }
         if let Err(e) = save_masks(path, &masks, Some(masks_metadata(args))) {
             // Both files or neither: the checkpoint alone would look like a complete run.
             let _ = std::fs::remove_file(&args.out);
@@ -266,7 +271,7 @@ fn prune(args: &PruneArgs, rules: Vec<(bool, String)>) -> Result<(), Failure> {
     }
     spinner.finish_and_clear();
 
-    let summary = PruneSummary::new(plan.masks.per_tensor(), start.elapsed().as_secs_f64());
+    let summary = PruneSummary::new(summary_tensors, start.elapsed().as_secs_f64());
     if args.json {
         println!("{}", to_json(&summary));
     } else {
@@ -288,8 +293,13 @@ fn strategy(
     };
     let mut filter = ParamFilter::new();
     for (include, pattern) in rules {
-        let re = Regex::new(&pattern)
-            .map_err(|e| Failure::usage(format!("invalid regular expression `{pattern}`: {e}")))?;
+        let re = Regex::new(&pattern).map_err(|e| {
+            // The regex crate draws a caret under the fault over several lines; keep its verdict.
+            let text = e.to_string();
+            let verdict = text.lines().last().unwrap_or_default();
+            let verdict = verdict.trim().trim_start_matches("error: ");
+            Failure::usage(format!("invalid regular expression `{pattern}`: {verdict}"))
+        })?;
         let matches = move |name: &str| re.is_match(name);
         filter = if include {
             filter.include_if(pattern, matches)
@@ -338,10 +348,8 @@ fn strategy(
         ScopeArg::Layer => Scope::Layer,
         ScopeArg::Global => Scope::Global,
     };
-    let strategy = base
-        .criterion(criterion)
-        .scope(scope)
-        .filter(filter.clone());
+    // The filter chooses what to load from the header; the strategy then prunes all it is given.
+    let strategy = base.criterion(criterion).scope(scope);
     strategy.validate()?;
     Ok((strategy, filter))
 }

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
+use ndarray::{ArrayD, ArrayRef, ArrayViewD, ArrayViewMutD, IxDyn};
+
+use crate::error::{Error, Result};
 
 /// An ordered map from names (PyTorch's dotted names, such as `features.0.weight`) to `f32` tensors.
 ///
@@ -131,6 +133,35 @@ impl Params {
     }
 }
 
+/// Checks that every value of `values` is finite, so that a NaN or infinity read from a file is
+/// reported where it is, before it spreads through scores and sums.
+///
+/// `values` may be in any layout; the index reported is the row-major (logical) flat index.
+///
+/// ```
+/// use ndarray::array;
+/// use shears::check_finite;
+///
+/// check_finite("fc.weight", &array![[1.0_f32, 2.0], [3.0, 4.0]].into_dyn())?;
+/// let bad = array![[1.0_f32, 2.0], [f32::NAN, 4.0]].into_dyn();
+/// let err = check_finite("fc.weight", &bad).unwrap_err();
+/// assert_eq!(err.to_string(), "non-finite value NaN in `fc.weight` at flat index 2");
+/// # Ok::<(), shears::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::NonFinite`] for the first NaN or infinite value.
+pub fn check_finite(tensor: &str, values: &ArrayRef<f32, IxDyn>) -> Result<()> {
+    match values.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        None => Ok(()),
+        Some((index, &value)) => Err(Error::NonFinite {
+            tensor: tensor.to_string(),
+            index,
+            value,
+        }),
+    }
+}
+
 fn standard(a: ArrayD<f32>) -> ArrayD<f32> {
     if a.is_standard_layout() {
         a
@@ -166,7 +197,23 @@ impl IntoIterator for Params {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array2, IxDyn};
+    use ndarray::Array2;
+
+    #[test]
+    fn check_finite_reports_the_first_logical_index() {
+        let mut a = Array2::<f32>::zeros((2, 3));
+        a[[1, 0]] = f32::INFINITY;
+        a[[0, 2]] = f32::NAN;
+        // Transposed: logical [3, 2]; row-major order visits (0,0),(0,1),(1,0),(1,1),(2,0)...
+        let t = a.t().into_dyn();
+        let err = check_finite("w", &t).unwrap_err();
+        assert!(
+            matches!(err, Error::NonFinite { index: 1, value, .. } if value == f32::INFINITY),
+            "{err:?}"
+        );
+        let err = check_finite("w", &a.into_dyn()).unwrap_err();
+        assert!(matches!(err, Error::NonFinite { index: 2, value, .. } if value.is_nan()));
+    }
 
     #[test]
     fn keeps_insertion_order_through_replace_and_remove() {

@@ -1,5 +1,18 @@
-//! Reports: what a checkpoint holds and what pruning did to it. Reports read; they never change
-//! anything.
+//! Reports: what a checkpoint holds and what pruning did to it, and what a network costs to
+//! store and run. Reports read; they never change anything.
+//!
+//! - [`CheckpointSummary`], [`PruneSummary`]: tensors, zeros and sparsity of files and runs.
+//! - [`ModelSize`]: parameters, non-zeros, bytes (dense and, with the `sparse` feature, CSR) and
+//!   FLOPs of a [`Network`](crate::Network), with or without masks; [`csr_weights`] exports the
+//!   pruned weights as `sprs` CSR matrices.
+//! - [`Latency`]: median single-sample inference time.
+//! - [`WearableReport`]: the wearable benchmark's JSON report.
+
+mod latency;
+mod size;
+#[cfg(feature = "sparse")]
+mod sparse;
+mod wearable;
 
 use std::fmt;
 
@@ -8,6 +21,12 @@ use safetensors::Dtype;
 use crate::error::Result;
 use crate::io::{SafetensorsFile, TensorEntry};
 use crate::mask::TensorSparsity;
+
+pub use latency::Latency;
+pub use size::{ModelSize, NodeSize};
+#[cfg(feature = "sparse")]
+pub use sparse::{csr_bytes, csr_weights};
+pub use wearable::{DenseBaseline, ReportRow, WearableReport};
 
 /// One tensor of a checkpoint: its size and how many of its elements are zero.
 #[derive(Clone, Debug, PartialEq)]

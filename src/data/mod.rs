@@ -1,4 +1,8 @@
 //! Datasets: batched inputs with their targets, for calibration, training and evaluation.
+//!
+//! [`hapt`] loads the wearable activity data the examples and several tests use.
+
+pub mod hapt;
 
 use ndarray::{ArrayD, ArrayViewD, Axis};
 

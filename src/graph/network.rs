@@ -15,7 +15,7 @@ use super::layer::{Layer, ParamRole, softmax_axis};
 use super::ops;
 use crate::error::{Error, Result};
 use crate::mask::MaskSet;
-use crate::params::Params;
+use crate::params::{Params, check_finite};
 use crate::pool::{copied, recycle_array};
 
 /// Each node's value, where kept.
@@ -825,13 +825,7 @@ fn order_params(
                     got: tensor.shape().to_vec(),
                 });
             }
-            if let Some((index, &value)) = tensor.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(Error::NonFinite {
-                    tensor: name.clone(),
-                    index,
-                    value,
-                });
-            }
+            check_finite(name, &tensor)?;
             ordered.insert(name.clone(), tensor);
         }
         if matches!(node.layer, Layer::BatchNorm1d(_) | Layer::BatchNorm2d(_)) {

@@ -5,11 +5,12 @@ use std::path::Path;
 
 use safetensors::Dtype;
 
-use super::codec::{Float, check_finite};
+use super::codec::Float;
 use super::file::{SafetensorsFile, to_array};
 use super::write::{Bytes, Outgoing, write_atomic};
 use crate::error::{Error, Result};
 use crate::params::Params;
+use crate::params::check_finite;
 
 /// A tensor shears does not convert (integers, booleans, 8-bit and smaller floats, complex):
 /// its bytes as stored, carried through unchanged.

@@ -145,39 +145,10 @@ pub(crate) fn unsupported(tensor: &str, dtype: Dtype) -> Error {
     }
 }
 
-/// Checks that every value of `values` is finite, so that a NaN or infinity read from a file is
-/// reported where it is, before it spreads through scores and sums.
-///
-/// `values` may be in any layout; the index reported is the row-major (logical) flat index.
-///
-/// ```
-/// use ndarray::array;
-/// use shears::io::check_finite;
-///
-/// check_finite("fc.weight", &array![[1.0_f32, 2.0], [3.0, 4.0]].into_dyn())?;
-/// let bad = array![[1.0_f32, 2.0], [f32::NAN, 4.0]].into_dyn();
-/// let err = check_finite("fc.weight", &bad).unwrap_err();
-/// assert_eq!(err.to_string(), "non-finite value NaN in `fc.weight` at flat index 2");
-/// # Ok::<(), shears::Error>(())
-/// ```
-///
-/// # Errors
-/// [`Error::NonFinite`] for the first NaN or infinite value.
-pub fn check_finite(tensor: &str, values: &ArrayRef<f32, IxDyn>) -> Result<()> {
-    match values.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        None => Ok(()),
-        Some((index, &value)) => Err(Error::NonFinite {
-            tensor: tensor.to_string(),
-            index,
-            value,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array2, ArrayD};
+    use ndarray::ArrayD;
 
     fn decode(f: Float, bytes: &[u8]) -> Vec<f32> {
         let mut out = Vec::new();
@@ -267,22 +238,6 @@ mod tests {
         assert!(Float::BF16.encodes_to(&long, &bytes));
         bytes[19_998] ^= 1;
         assert!(!Float::BF16.encodes_to(&long, &bytes));
-    }
-
-    #[test]
-    fn check_finite_reports_the_first_logical_index() {
-        let mut a = Array2::<f32>::zeros((2, 3));
-        a[[1, 0]] = f32::INFINITY;
-        a[[0, 2]] = f32::NAN;
-        // Transposed: logical [3, 2]; row-major order visits (0,0),(0,1),(1,0),(1,1),(2,0)...
-        let t = a.t().into_dyn();
-        let err = check_finite("w", &t).unwrap_err();
-        assert!(
-            matches!(err, Error::NonFinite { index: 1, value, .. } if value == f32::INFINITY),
-            "{err:?}"
-        );
-        let err = check_finite("w", &a.into_dyn()).unwrap_err();
-        assert!(matches!(err, Error::NonFinite { index: 2, value, .. } if value.is_nan()));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use ndarray::{ArrayD, IxDyn};
 use safetensors::Dtype;
 use safetensors::tensor::TensorInfo;
 
-use super::codec::{Float, check_finite};
+use super::codec::Float;
 use crate::error::{Error, Result};
+use crate::params::check_finite;
 
 /// The longest header accepted: the limit the safetensors crate applies (it does not export it).
 const MAX_HEADER_LEN: u64 = 100_000_000;

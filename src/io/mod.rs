@@ -50,7 +50,6 @@ mod masks;
 mod write;
 
 pub use checkpoint::{Checkpoint, RawTensor};
-pub use codec::check_finite;
 pub use file::{SafetensorsFile, TensorEntry};
 pub use masks::{load_masks, save_masks};
 pub use safetensors::Dtype;

@@ -10,7 +10,7 @@ use super::{Context, ParamFilter, Plan, PruneStrategy};
 use crate::amount::{Amount, CountRule};
 use crate::error::{Error, Result};
 use crate::mask::{Mask, MaskSet};
-use crate::params::Params;
+use crate::params::{Params, check_finite};
 use crate::select::{self, Norm, Scores, Source};
 
 /// A per-element importance score: the one thing a custom criterion has to provide.
@@ -20,7 +20,7 @@ use crate::select::{self, Norm, Scores, Source};
 ///
 /// ```
 /// use ndarray::{ArrayD, ArrayViewD};
-/// use shears::strategy::{Context, Criterion, ElementScore, WeightPruning};
+/// use shears::strategy::{Context, Criterion, ElementScore, PruneStrategy, WeightPruning};
 /// use shears::{Amount, Params};
 ///
 /// /// Prefers positive weights: a toy criterion.
@@ -296,14 +296,14 @@ impl WeightPruning {
                 let owned = match &self.criterion {
                     Criterion::Magnitude => Owned::None(values, Rank::Magnitude),
                     Criterion::Random { seed } => {
-                        select::check_finite(name, values)?;
+                        check_finite(name, w)?;
                         Owned::Random {
                             seed: *seed,
                             stream: position,
                         }
                     }
                     Criterion::Importance(scores) => {
-                        select::check_finite(name, values)?;
+                        check_finite(name, w)?;
                         let s = scores.get(name).ok_or_else(|| Error::UnknownTensor {
                             name: format!("{name} (importance scores)"),
                         })?;
@@ -311,7 +311,7 @@ impl WeightPruning {
                         Owned::Some(s.clone(), Rank::Magnitude)
                     }
                     Criterion::Custom(score) => {
-                        select::check_finite(name, values)?;
+                        check_finite(name, w)?;
                         let s = score.score(name, w.view(), ctx)?;
                         Error::check_shape(name, w.shape(), s.shape())?;
                         let s = s.as_standard_layout().into_owned();
