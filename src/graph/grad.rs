@@ -15,8 +15,8 @@ use ndarray::linalg::general_mat_mul;
 
 use super::layer::{ConvGeom, PoolGeom};
 use super::ops::{
-    LINEAR_ROWS, MAP_CHUNK, avg_divisors, col2im, conv_block, for_each_chunk, im2col, map_indices,
-    view2, view2_mut,
+    LINEAR_ROWS, MAP_CHUNK, Unfold, avg_divisors, conv_block, for_each_chunk, map_indices, view2,
+    view2_mut,
 };
 use crate::pool::{Scratch, recycle, reused, zeroed};
 
@@ -204,6 +204,7 @@ pub(crate) fn conv(
         Vec::new()
     };
     let len = conv_block(batch, howo).max(batch.div_ceil(MAX_PARTIALS));
+    let unfold = Unfold::new(g, hw, out_hw);
     let both = sum_partials(batch, len, &mut dx, in_len, partial_len, |r, dxs, p| {
         let (pw, pb) = p.split_at_mut(w_len);
         let ld = r.len() * howo;
@@ -211,11 +212,8 @@ pub(crate) fn conv(
         let mut cols = Scratch::new(g.groups * kk * ld);
         let mut dyc = Scratch::new(g.cout * ld);
         for (s, sample) in r.clone().enumerate() {
-            im2col(
+            unfold.im2col(
                 &x[sample * in_len..(sample + 1) * in_len],
-                g,
-                hw,
-                out_hw,
                 &mut cols[s * howo..],
                 ld,
             );
@@ -243,7 +241,7 @@ pub(crate) fn conv(
         }
         if need_dx {
             for (s, dxs) in dxs.chunks_exact_mut(in_len).enumerate() {
-                col2im(&dcols[s * howo..], ld, g, hw, out_hw, dxs);
+                unfold.col2im(&dcols[s * howo..], ld, dxs);
             }
         }
     });
@@ -454,6 +452,7 @@ pub(crate) fn avg_pool(
     let sw = g.stride[1];
     let mut dx = zeroed(dy.len() / out_plane * plane);
     let work = out_plane * g.k[0] * g.k[1];
+    let rows = g.window().tap_rows(hw, out_hw);
     for_each_chunk(
         &mut dx,
         plane,
@@ -465,11 +464,11 @@ pub(crate) fn avg_pool(
             for ((s, &d), &q) in scaled.iter_mut().zip(dy).zip(&divisors) {
                 *s = d / q;
             }
-            g.window().for_each_tap_row(hw, out_hw, |_, outs, start| {
-                for (d, &v) in dx[start..].iter_mut().step_by(sw).zip(&scaled[outs]) {
-                    *d += v;
+            for r in &rows {
+                for (t, &v) in scaled[r.outs.clone()].iter().enumerate() {
+                    dx[r.start + t * sw] += v;
                 }
-            });
+            }
         },
     );
     dx

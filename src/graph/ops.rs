@@ -186,9 +186,9 @@ pub(crate) fn valid_range(n_out: usize, s: usize, off: isize, n_in: usize) -> (u
 }
 
 /// Where a sliding window's taps fall, per axis `[height, width]`: kernel size, stride, padding
-/// and dilation. Convolutions, their im2col and col2im, and pooling forward and backward all walk
-/// windows through [`Window::for_each_tap_row`], so that a backward touches exactly the taps its
-/// forward read.
+/// and dilation. Convolutions (through [`Unfold`]) and pooling, forward and backward, all walk
+/// windows through [`Window::tap_rows`], so that a backward touches exactly the taps its forward
+/// read.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Window {
     pub k: [usize; 2],
@@ -197,18 +197,25 @@ pub(crate) struct Window {
     pub dil: [usize; 2],
 }
 
+/// One kernel tap's pass over one output row: the outputs `outs` of a plane `[oh, ow]` read the
+/// input positions `start, start + stride_w, ...` of a plane `[h, w]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TapRow {
+    /// The kernel tap, `i · kw + j`.
+    pub tap: usize,
+    /// Output positions in the plane.
+    pub outs: Range<usize>,
+    /// Input position of the first of them.
+    pub start: usize,
+}
+
 impl Window {
-    /// Calls `visit(tap, outs, in_start)` for every kernel tap `tap = i · kw + j` (in window
-    /// order) and every output row that tap reaches inside the input: the output positions
-    /// `outs` of a plane `[oh, ow]` read the input positions `in_start, in_start + stride_w, ...`
-    /// of a plane `[h, w]`. Taps that fall in the padding are skipped.
-    pub fn for_each_tap_row(
-        &self,
-        [h, w]: [usize; 2],
-        [oh, ow]: [usize; 2],
-        mut visit: impl FnMut(usize, Range<usize>, usize),
-    ) {
+    /// Every tap row, taps in window order and rows in order within a tap; taps that fall in the
+    /// padding are left out. The same for every plane: kernels compute it once per call, not
+    /// once per channel (it takes integer divisions).
+    pub fn tap_rows(&self, [h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Vec<TapRow> {
         let [sh, sw] = self.stride;
+        let mut rows = Vec::new();
         for i in 0..self.k[0] {
             let off_h = (i * self.dil[0]) as isize - self.pad[0] as isize;
             let (h_lo, h_hi) = valid_range(oh, sh, off_h, h);
@@ -221,78 +228,106 @@ impl Window {
                 let start = ((w_lo * sw) as isize + off_w) as usize;
                 for o_h in h_lo..h_hi {
                     let ih = ((o_h * sh) as isize + off_h) as usize;
-                    visit(
-                        i * self.k[1] + j,
-                        o_h * ow + w_lo..o_h * ow + w_hi,
-                        ih * w + start,
-                    );
+                    rows.push(TapRow {
+                        tap: i * self.k[1] + j,
+                        outs: o_h * ow + w_lo..o_h * ow + w_hi,
+                        start: ih * w + start,
+                    });
+                }
+            }
+        }
+        rows
+    }
+}
+
+/// The im2col unfolding of one convolution's samples and its adjoint, with the tap rows computed
+/// once.
+#[derive(Debug)]
+pub(crate) struct Unfold {
+    plane: usize,
+    taps: usize,
+    stride_w: usize,
+    rows: Vec<TapRow>,
+    /// Output positions of each tap that read the padding, as `(tap, positions)`: im2col writes
+    /// zeros there and copies everywhere else, so its matrix needs no clearing beforehand.
+    gaps: Vec<(usize, Range<usize>)>,
+}
+
+impl Unfold {
+    /// The unfolding of `[cin, h, w]` samples for convolution `g` with output `[oh, ow]`.
+    pub fn new(g: &ConvGeom, hw: [usize; 2], out_hw: [usize; 2]) -> Self {
+        let rows = g.window().tap_rows(hw, out_hw);
+        let howo = out_hw[0] * out_hw[1];
+        let mut gaps = Vec::new();
+        for tap in 0..g.k[0] * g.k[1] {
+            // Rows of one tap come in increasing, disjoint position order.
+            let mut next = 0;
+            for r in rows.iter().filter(|r| r.tap == tap) {
+                if r.outs.start > next {
+                    gaps.push((tap, next..r.outs.start));
+                }
+                next = r.outs.end;
+            }
+            if next < howo {
+                gaps.push((tap, next..howo));
+            }
+        }
+        Unfold {
+            plane: hw[0] * hw[1],
+            taps: g.k[0] * g.k[1],
+            stride_w: g.stride[1],
+            rows,
+            gaps,
+        }
+    }
+
+    /// Unfolds one sample `[cin, h, w]` into the first `oh · ow` columns of `cols`, a matrix
+    /// `[cin · kh · kw, ld]` (row stride `ld`): row `(c · kh + i) · kw + j` holds the input under
+    /// kernel tap `(i, j)` of channel `c` for every output position (zero where the tap falls
+    /// into the padding). Rows are ordered as the weight's `[cin/groups, kh, kw]` axes, so group
+    /// `g` owns a contiguous block of rows. Several samples side by side (`cols` offset by
+    /// `s · oh · ow`, `ld = samples · oh · ow`) make one wide matrix, so that one matrix product
+    /// serves them all.
+    pub fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize) {
+        let sw = self.stride_w;
+        for (c, x) in x.chunks_exact(self.plane).enumerate() {
+            let rows = &mut cols[c * self.taps * ld..];
+            for (tap, gap) in &self.gaps {
+                rows[tap * ld..][gap.clone()].fill(0.0);
+            }
+            for r in &self.rows {
+                let dst = &mut rows[r.tap * ld..][r.outs.clone()];
+                if sw == 1 {
+                    dst.copy_from_slice(&x[r.start..r.start + dst.len()]);
+                } else {
+                    for (t, d) in dst.iter_mut().enumerate() {
+                        *d = x[r.start + t * sw];
+                    }
                 }
             }
         }
     }
-}
 
-/// Unfolds one sample `[cin, h, w]` into the first `oh · ow` columns of `cols`, a matrix
-/// `[cin · kh · kw, ld]` (row stride `ld`): row `(c · kh + i) · kw + j` holds the input under
-/// kernel tap `(i, j)` of channel `c` for every output position (zero where the tap falls into
-/// the padding). Rows are ordered as the weight's `[cin/groups, kh, kw]` axes, so group `g` owns
-/// a contiguous block of rows. Several samples side by side (`cols` offset by `s · oh · ow`,
-/// `ld = samples · oh · ow`) make one wide matrix, so that one matrix product serves them all.
-pub(crate) fn im2col(
-    x: &[f32],
-    g: &ConvGeom,
-    hw: [usize; 2],
-    out_hw: [usize; 2],
-    cols: &mut [f32],
-    ld: usize,
-) {
-    let (plane, taps) = (hw[0] * hw[1], g.k[0] * g.k[1]);
-    let (howo, sw) = (out_hw[0] * out_hw[1], g.stride[1]);
-    for (c, x) in x.chunks_exact(plane).enumerate() {
-        let rows = &mut cols[c * taps * ld..];
-        for t in 0..taps {
-            rows[t * ld..t * ld + howo].fill(0.0);
+    /// The adjoint of [`im2col`](Self::im2col): adds every entry of the first `oh · ow` columns
+    /// of `cols` (row stride `ld`) onto the input position of `x` `[cin, h, w]` it was read from
+    /// (entries in the padding are dropped).
+    pub fn col2im(&self, cols: &[f32], ld: usize, x: &mut [f32]) {
+        let sw = self.stride_w;
+        for (c, x) in x.chunks_exact_mut(self.plane).enumerate() {
+            let rows = &cols[c * self.taps * ld..];
+            for r in &self.rows {
+                let src = &rows[r.tap * ld..][r.outs.clone()];
+                if sw == 1 {
+                    for (d, &v) in x[r.start..r.start + src.len()].iter_mut().zip(src) {
+                        *d += v;
+                    }
+                } else {
+                    for (t, &v) in src.iter().enumerate() {
+                        x[r.start + t * sw] += v;
+                    }
+                }
+            }
         }
-        g.window().for_each_tap_row(hw, out_hw, |tap, outs, start| {
-            let dst = &mut rows[tap * ld..][outs];
-            if sw == 1 {
-                dst.copy_from_slice(&x[start..start + dst.len()]);
-            } else {
-                for (d, &v) in dst.iter_mut().zip(x[start..].iter().step_by(sw)) {
-                    *d = v;
-                }
-            }
-        });
-    }
-}
-
-/// The adjoint of [`im2col`]: adds every entry of the first `oh · ow` columns of `cols` (row
-/// stride `ld`) onto the input position of `x` `[cin, h, w]` it was read from (entries in the
-/// padding are dropped).
-pub(crate) fn col2im(
-    cols: &[f32],
-    ld: usize,
-    g: &ConvGeom,
-    hw: [usize; 2],
-    out_hw: [usize; 2],
-    x: &mut [f32],
-) {
-    let (plane, taps) = (hw[0] * hw[1], g.k[0] * g.k[1]);
-    let sw = g.stride[1];
-    for (c, x) in x.chunks_exact_mut(plane).enumerate() {
-        let rows = &cols[c * taps * ld..];
-        g.window().for_each_tap_row(hw, out_hw, |tap, outs, start| {
-            let src = &rows[tap * ld..][outs];
-            if sw == 1 {
-                for (d, &v) in x[start..start + src.len()].iter_mut().zip(src) {
-                    *d += v;
-                }
-            } else {
-                for (d, &v) in x[start..].iter_mut().step_by(sw).zip(src) {
-                    *d += v;
-                }
-            }
-        });
     }
 }
 
@@ -330,6 +365,7 @@ pub(crate) fn conv(
     let batch = x.len() / in_len;
     let block = conv_block(batch, howo);
     let cols_len = g.groups * kk * block * howo;
+    let unfold = Unfold::new(g, hw, out_hw);
     let mut out = reused(batch * out_len);
     for_each_chunk(
         &mut out,
@@ -346,7 +382,7 @@ pub(crate) fn conv(
                 xs
             } else {
                 for (s, xs) in xs.chunks_exact(in_len).enumerate() {
-                    im2col(xs, g, hw, out_hw, &mut cols[s * howo..], ld);
+                    unfold.im2col(xs, &mut cols[s * howo..], ld);
                 }
                 cols
             };
@@ -554,19 +590,20 @@ pub(crate) fn max_pool_argmax(
     let mut argmax = reused(y.len());
     argmax.fill(NO_TAP);
     let work = out_plane * g.k[0] * g.k[1];
+    let rows = g.window().tap_rows(hw, out_hw);
     for_each_chunk(&mut argmax, out_plane, x, plane, 0, work, |i, _, arg, x| {
         let y = &y[i * out_plane..(i + 1) * out_plane];
-        g.window().for_each_tap_row(hw, out_hw, |_, outs, start| {
-            let (arg, y) = (&mut arg[outs.clone()], &y[outs]);
+        for r in &rows {
+            let (arg, y) = (&mut arg[r.outs.clone()], &y[r.outs.clone()]);
             for (t, (a, &m)) in arg.iter_mut().zip(y).enumerate() {
-                let tap = start + t * sw;
+                let tap = r.start + t * sw;
                 let v = x[tap];
                 // Non-short-circuit operators and a select: which tap wins is data-dependent,
                 // and branching on it mispredicts half the time.
                 let hit = (*a == NO_TAP) & ((v == m) | (v.is_nan() & m.is_nan()));
                 *a = if hit { tap as u32 } else { *a };
             }
-        });
+        }
     });
     (y, argmax)
 }
@@ -614,13 +651,13 @@ fn fold_windows(
     out.fill(init);
     let sw = g.stride[1];
     let work = oh * ow * g.k[0] * g.k[1];
+    let rows = g.window().tap_rows([h, w], [oh, ow]);
     for_each_chunk(&mut out, oh * ow, x, h * w, 0, work, |_, _, y, x| {
-        g.window()
-            .for_each_tap_row([h, w], [oh, ow], |_, outs, start| {
-                for (t, acc) in y[outs].iter_mut().enumerate() {
-                    *acc = step(*acc, x[start + t * sw]);
-                }
-            });
+        for r in &rows {
+            for (t, acc) in y[r.outs.clone()].iter_mut().enumerate() {
+                *acc = step(*acc, x[r.start + t * sw]);
+            }
+        }
     });
     out
 }
@@ -781,6 +818,51 @@ mod tests {
         }
 
         #[test]
+        fn im2col_writes_every_entry_and_col2im_is_its_adjoint(
+            cin in 1usize..3, k in (1usize..4, 1usize..4), stride in (1usize..3, 1usize..3),
+            pad in (0usize..3, 0usize..3), dil in (1usize..3, 1usize..3),
+            hw in (1usize..6, 1usize..7), seed: u64,
+        ) {
+            let g = ConvGeom {
+                cin, cout: 1, groups: 1, k: [k.0, k.1], stride: [stride.0, stride.1],
+                pad: [pad.0, pad.1], dil: [dil.0, dil.1], bias: false,
+            };
+            let Ok(out_hw) = g.out_hw([hw.0, hw.1]) else { return Ok(()) };
+            let howo = out_hw[0] * out_hw[1];
+            let (rows, ld) = (cin * k.0 * k.1, howo + 3);
+            let x = values(seed, cin * hw.0 * hw.1);
+            let unfold = Unfold::new(&g, [hw.0, hw.1], out_hw);
+            // A dirty buffer: every entry of the sample's columns must be written.
+            let mut cols = vec![f32::NAN; rows * ld];
+            unfold.im2col(&x, &mut cols, ld);
+            for r in 0..rows {
+                let (c, i, j) = (r / (k.0 * k.1), (r / k.1) % k.0, r % k.1);
+                for o in 0..howo {
+                    let ih = ((o / out_hw[1]) * stride.0 + i * dil.0) as isize - pad.0 as isize;
+                    let iw = ((o % out_hw[1]) * stride.1 + j * dil.1) as isize - pad.1 as isize;
+                    let inside = ih >= 0 && iw >= 0 && ih < hw.0 as isize && iw < hw.1 as isize;
+                    let want = if inside {
+                        x[(c * hw.0 + ih as usize) * hw.1 + iw as usize]
+                    } else {
+                        0.0
+                    };
+                    prop_assert_eq!(cols[r * ld + o], want);
+                }
+                prop_assert!(cols[r * ld + howo..(r + 1) * ld].iter().all(|v| v.is_nan()));
+            }
+            // Adjoint: <im2col(x), c> = <x, col2im(c)> for any c.
+            let c = values(seed ^ 5, rows * ld);
+            let mut back = vec![0.0; x.len()];
+            unfold.col2im(&c, ld, &mut back);
+            let lhs: f64 = (0..rows)
+                .flat_map(|r| (0..howo).map(move |o| r * ld + o))
+                .map(|i| f64::from(cols[i]) * f64::from(c[i]))
+                .sum();
+            let rhs: f64 = x.iter().zip(&back).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+            prop_assert!((lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()), "{} vs {}", lhs, rhs);
+        }
+
+        #[test]
         fn pool_matches_its_definition(
             k in (1usize..4, 1usize..5), stride in (1usize..3, 1usize..4),
             pad in (0usize..3, 0usize..3), hw in (1usize..7, 1usize..12),
@@ -840,7 +922,7 @@ mod tests {
             bias: false,
         };
         let mut cols = vec![f32::NAN; 6];
-        im2col(&[1.0, 2.0, 3.0, 4.0], &g, [1, 4], [1, 3], &mut cols, 3);
+        Unfold::new(&g, [1, 4], [1, 3]).im2col(&[1.0, 2.0, 3.0, 4.0], &mut cols, 3);
         assert_eq!(cols, [0.0, 2.0, 4.0, 1.0, 3.0, 0.0]);
     }
 
