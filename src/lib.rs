@@ -17,7 +17,9 @@
 //!   element, channel or N:M, per layer, per row or globally.
 //! - [`select`]: exact-k and threshold selection over many tensors at once, O(n), no sorting.
 //! - [`mask`]: keep-masks that compose without ever reviving a pruned weight.
-//! - [`graph`]: the layer graph, PyTorch layouts and names, batched forward pass.
+//! - [`graph`]: the layer graph, PyTorch layouts and names, batched forward and backward passes.
+//! - [`train`]: losses, SGD and Adam, training and mask-preserving fine-tuning, evaluation, and
+//!   the gradient statistics (Taylor, SNIP, Fisher) that gradient-based criteria rank by.
 //! - [`io`]: safetensors in and out, original dtypes and metadata kept, atomic writes.
 //! - [`amount`]: fractions, counts, thresholds and targets, with PyTorch's rounding.
 //!

@@ -1,5 +1,5 @@
 //! The layer graph: a [`Network`] of named layers in topological order, parameters in PyTorch's
-//! layout and names, shape inference, FLOP counts and a batched forward pass.
+//! layout and names, shape inference, FLOP counts, and batched forward and backward passes.
 //!
 //! A network is defined by a [`NetworkSpec`] (built in Rust with [`Network::builder`] or read from
 //! JSON) and a [`Params`](crate::Params) checkpoint whose tensors are named `{node}.weight`,
@@ -17,6 +17,39 @@
 //! is kept); [`Network::forward_all`] keeps every node's output. Convolutions run as im2col plus
 //! one matrix product per group, and the batch is spread over rayon's pool under the `rayon`
 //! feature.
+//!
+//! # Training mode and backward pass
+//!
+//! [`Network::forward_tape`] runs a batch in a [`Mode`] and records a [`Tape`]: in
+//! [`Mode::Train`] BatchNorm normalises with the batch's statistics and dropout draws seeded
+//! masks (inverted dropout). [`Network::backward`] turns the tape and the gradient of a scalar
+//! loss with respect to the output into [`Gradients`] for every trainable parameter, named as the
+//! parameters, and for the input; [`Network::update_running_stats`] then moves BatchNorm's running
+//! statistics as PyTorch does (momentum 0.1 by default, unbiased variance). Every layer kind has
+//! its backward, checked against finite differences and against PyTorch. Convolutions run as
+//! im2col plus one matrix product per group and block of samples, forward and backward;
+//! parameter gradients are summed over fixed chunks of the batch in a fixed order, so results
+//! are the same whatever the number of threads. Large buffers are recycled between passes on
+//! the same thread.
+//!
+//! ```
+//! use ndarray::{ArrayD, IxDyn};
+//! use shears::graph::{Conv1d, Mode, Network};
+//!
+//! let net = Network::builder(&[2, 16])
+//!     .conv1d("conv", Conv1d::new(2, 4, 3).padding(1))
+//!     .batch_norm1d("bn", 4)
+//!     .relu("act")
+//!     .global_avg_pool("gap")
+//!     .linear("fc", 4, 3)
+//!     .build_init(0)?;
+//! let x = ArrayD::from_elem(IxDyn(&[8, 2, 16]), 0.5f32);
+//! let tape = net.forward_tape(x.view(), Mode::Train { seed: 1 })?;
+//! let grads = net.backward(&tape, ArrayD::ones(IxDyn(&[8, 3])).view())?;
+//! assert_eq!(grads.params().get("conv.weight").unwrap().shape(), &[4, 2, 3]);
+//! assert!(grads.params().get("bn.running_mean").is_none(), "buffers have no gradient");
+//! # Ok::<(), shears::Error>(())
+//! ```
 //!
 //! # FLOP convention
 //!
