@@ -3,7 +3,7 @@
 //!
 //! - [`CheckpointSummary`], [`PruneSummary`]: tensors, zeros and sparsity of files and runs.
 //! - [`ModelSize`]: parameters, non-zeros, bytes (dense and, with the `sparse` feature, CSR) and
-//!   FLOPs of a [`Network`](crate::Network), with or without masks; [`csr_weights`] exports the
+//!   FLOPs of a [`Network`](crate::Network), with or without masks; `csr_weights` (feature `sparse`) exports the
 //!   pruned weights as `sprs` CSR matrices.
 //! - [`Latency`]: median single-sample inference time.
 //! - [`WearableReport`]: the wearable benchmark's JSON report.

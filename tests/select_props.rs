@@ -98,6 +98,7 @@ fn data(max_len: usize) -> impl Strategy<Value = Data> {
 
 /// Large inputs, built from a seed (proptest would spend its time generating them otherwise):
 /// past the copy path, and with ties when `distinct` is small.
+#[cfg(feature = "rayon")]
 fn big_data() -> impl Strategy<Value = Vec<Data>> {
     prop::collection::vec(
         (

@@ -35,7 +35,7 @@ pub struct NodeSize {
 /// - `bytes_csr` (feature `sparse`, else `None`): the weights of Linear and Conv nodes stored as
 ///   CSR matrices of their `[out, fan_in]` reshape with `u32` indices (`4 · (out + 1)` bytes of
 ///   row pointers, `4 · nnz` of column indices, `4 · nnz` of values; see
-///   [`csr_weights`](super::csr_weights)), every other tensor dense as above.
+///   `csr_weights`, feature `sparse`), every other tensor dense as above.
 /// - `flops_dense`, `flops`: FLOPs per sample (the [graph convention](crate::graph): a
 ///   multiply-accumulate counts 2). In `flops`, a pruned or zero weight's multiply-accumulates
 ///   are skipped: a Linear or Conv node costs `2 · nnz(weight) · positions`, plus one addition

@@ -105,9 +105,11 @@ impl ReportRow {
 /// let mut row = ReportRow::new("weight", "global 50%", 0.5, &size, 0.90, &latency);
 /// row.accuracy_finetuned = Some(0.905);
 /// report.rows.push(row);
+/// # #[cfg(feature = "serde")] {
 /// let json = report.to_json()?;
 /// assert!(json.contains("\"accuracy_finetuned\": 0.905"));
 /// assert!(json.contains("\"bytes_compact\": null"));
+/// # }
 /// # Ok::<(), shears::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
