@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use shears::data::hapt::HaptConfig;
 use shears::graph::{Conv1d, Network};
-use shears::io::{Dtype, save_tensors};
+use shears::io::save_network;
 use shears::train::{Adam, Event, Loss, Trainer, evaluate};
 
 /// Accuracy the saved model must reach on the test subjects.
@@ -139,14 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     });
     let metadata = HashMap::from([("training".to_string(), training.to_string())]);
-    save_tensors(
-        &model,
-        net.params()
-            .iter()
-            .map(|(name, p)| (name, p.view(), Dtype::F32)),
-        Some(metadata),
-    )?;
-    std::fs::write(&spec, net.spec().to_json()? + "\n")?;
+    save_network(&net, &spec, &model, Some(metadata))?;
     println!("saved {} and {}", model.display(), spec.display());
     Ok(())
 }

@@ -4,19 +4,16 @@
 #![cfg(feature = "serde")]
 
 use shears::data::hapt::HaptConfig;
-use shears::io::SafetensorsFile;
+use shears::io::{SafetensorsFile, load_network};
 use shears::train::{Loss, evaluate};
-use shears::{Checkpoint, Network, NetworkSpec};
 
 #[test]
 fn the_saved_model_reaches_its_recorded_test_accuracy() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let spec = std::fs::read_to_string(format!("{root}/data/hapt-cnn.json")).unwrap();
     let file = SafetensorsFile::open(format!("{root}/data/hapt-cnn.safetensors")).unwrap();
     let training: serde_json::Value =
         serde_json::from_str(&file.metadata().unwrap()["training"]).unwrap();
-    let params = Checkpoint::load(file.path()).unwrap().into_params();
-    let net = Network::new(NetworkSpec::from_json(&spec).unwrap(), params).unwrap();
+    let net = load_network(format!("{root}/data/hapt-cnn.json"), file.path()).unwrap();
     let weights: usize = net
         .params()
         .iter()

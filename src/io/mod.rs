@@ -47,11 +47,15 @@ mod checkpoint;
 mod codec;
 mod file;
 mod masks;
+#[cfg(feature = "serde")]
+mod network;
 mod write;
 
 pub use checkpoint::{Checkpoint, RawTensor};
 pub use file::{SafetensorsFile, TensorEntry};
 pub use masks::{load_masks, save_masks};
+#[cfg(feature = "serde")]
+pub use network::{load_network, save_network};
 pub use safetensors::Dtype;
 pub use write::{save_tensors, write_masked};
 

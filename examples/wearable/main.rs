@@ -1,0 +1,165 @@
+//! The wearable demo: the bundled HAPT activity model pruned by each strategy of shears, fine-tuned,
+//! and measured for size, FLOPs, accuracy and latency.
+//!
+//! ```text
+//! cargo run --release --example wearable [-- --quick]
+//! ```
+//!
+//! Loads `data/hapt-cnn.{json,safetensors}` (a 1-D CNN trained by `examples/train_hapt.rs`) and the
+//! HAPT windows, evaluates the dense model, then runs every strategy family at representative
+//! settings, fine-tunes each pruned model with its masks held, and writes
+//! `target/wearable/report.json`. Everything is seeded: two runs give the same accuracies.
+
+mod weight;
+
+use std::path::{Path, PathBuf};
+
+use shears::data::hapt::{Hapt, HaptConfig};
+use shears::io::load_network;
+use shears::report::{DenseBaseline, Latency, ModelSize, ReportRow, WearableReport};
+use shears::train::{Adam, Loss, Trainer, evaluate};
+use shears::{MaskSet, Network};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Fine-tuning after pruning: Adam at a tenth of the training rate, batches of 64.
+const FINE_TUNE_EPOCHS: usize = 3;
+const FINE_TUNE_LR: f64 = 2e-3;
+/// Single-window latency: warm-up runs, then the median of this many.
+const LATENCY_WARMUP: usize = 20;
+const LATENCY_REPETITIONS: usize = 201;
+
+/// What every strategy family starts from.
+pub struct Setup {
+    /// The dense reference model.
+    pub net: Network,
+    /// The HAPT windows.
+    pub hapt: Hapt,
+    /// Fewer settings and fewer epochs, for a one-minute run.
+    pub quick: bool,
+}
+
+impl Setup {
+    /// Test accuracy of `net`.
+    pub fn accuracy(&self, net: &Network) -> Result<f64> {
+        Ok(evaluate(net, &self.hapt.test, Loss::CrossEntropy, 512)?
+            .accuracy
+            .unwrap_or(0.0))
+    }
+
+    /// Median single-window latency of `net`.
+    pub fn latency(&self, net: &Network) -> Result<Latency> {
+        let window = self.hapt.test.batch_inputs(0, 1);
+        let window = window.index_axis(ndarray::Axis(0), 0);
+        Ok(Latency::measure(
+            net,
+            window,
+            LATENCY_WARMUP,
+            LATENCY_REPETITIONS,
+        )?)
+    }
+
+    /// Fine-tunes `net` in place, holding `masks` (pruned weights stay exactly zero).
+    pub fn fine_tune(
+        &self,
+        net: &mut Network,
+        masks: Option<&MaskSet>,
+        epochs: usize,
+    ) -> Result<()> {
+        let mut trainer = Trainer::new(Loss::CrossEntropy, Adam::new(FINE_TUNE_LR))
+            .epochs(epochs)
+            .batch_size(64)
+            .seed(11);
+        if let Some(masks) = masks {
+            trainer = trainer.masks(masks.clone());
+        }
+        trainer.fit(net, &self.hapt.train)?;
+        Ok(())
+    }
+
+    /// A report row for a pruned model: measures it one-shot, fine-tunes it for the standard
+    /// number of epochs holding its masks, and measures it again.
+    pub fn row(
+        &self,
+        strategy: &str,
+        setting: impl Into<String>,
+        sparsity: f64,
+        mut pruned: Network,
+        masks: Option<&MaskSet>,
+    ) -> Result<ReportRow> {
+        let oneshot = self.accuracy(&pruned)?;
+        self.fine_tune(&mut pruned, masks, self.fine_tune_epochs())?;
+        let size = ModelSize::of(&pruned, masks)?;
+        let mut row = ReportRow::new(
+            strategy,
+            setting,
+            sparsity,
+            &size,
+            oneshot,
+            &self.latency(&pruned)?,
+        );
+        row.accuracy_finetuned = Some(self.accuracy(&pruned)?);
+        Ok(row)
+    }
+
+    /// Epochs of fine-tuning per row.
+    pub fn fine_tune_epochs(&self) -> usize {
+        if self.quick { 1 } else { FINE_TUNE_EPOCHS }
+    }
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let setup = Setup {
+        net: load_network(
+            root.join("data/hapt-cnn.json"),
+            root.join("data/hapt-cnn.safetensors"),
+        )?,
+        hapt: HaptConfig::new().load(root.join("data/hapt-activities.safetensors"))?,
+        quick,
+    };
+
+    let dense_size = ModelSize::of(&setup.net, None)?;
+    let dense = DenseBaseline::new(
+        &dense_size,
+        setup.accuracy(&setup.net)?,
+        &setup.latency(&setup.net)?,
+    );
+    println!(
+        "dense: accuracy {:.2}%, {} parameters, {} bytes, {} FLOPs, {:.1} µs per window",
+        100.0 * dense.accuracy,
+        dense.params,
+        dense.bytes,
+        dense.flops,
+        dense.latency_us
+    );
+    let mut report = WearableReport::new(dense);
+
+    let families: [(&str, fn(&Setup) -> Result<Vec<ReportRow>>); 1] = [("weight", weight::rows)];
+    for (name, rows) in families {
+        for row in rows(&setup)? {
+            println!(
+                "{name:<22} {:<28} sparsity {:>6.2}%  one-shot {:>6.2}%  fine-tuned {:>6.2}%  {:>6.1} µs",
+                row.setting,
+                100.0 * row.sparsity,
+                100.0 * row.accuracy_oneshot,
+                100.0 * row.accuracy_finetuned.unwrap_or(f64::NAN),
+                row.latency_us
+            );
+            report.rows.push(row);
+        }
+    }
+
+    let out = root.join("target/wearable");
+    std::fs::create_dir_all(&out)?;
+    let path = out.join("report.json");
+    write(&path, &report.to_json()?)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text)?;
+    Ok(())
+}
