@@ -22,6 +22,9 @@ use shears::{MaskSet, Network};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// A strategy family: the report rows of its representative settings.
+type Family = fn(&Setup) -> Result<Vec<ReportRow>>;
+
 /// Fine-tuning after pruning: Adam at a tenth of the training rate, batches of 64.
 const FINE_TUNE_EPOCHS: usize = 3;
 const FINE_TUNE_LR: f64 = 2e-3;
@@ -136,7 +139,7 @@ fn main() -> Result<()> {
     );
     let mut report = WearableReport::new(dense);
 
-    let families: [(&str, fn(&Setup) -> Result<Vec<ReportRow>>); 1] = [("weight", weight::rows)];
+    let families: [(&str, Family); 1] = [("weight", weight::rows)];
     for (name, rows) in families {
         for row in rows(&setup)? {
             println!(
