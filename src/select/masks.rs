@@ -52,7 +52,34 @@ pub(crate) fn mask_pass<O: AsMut<[bool]> + Send>(
 }
 
 /// The flags of elements `from..from + out.len()`; whether a score among them is non-finite.
+/// Compiled for AVX2 as well where the processor has it.
 fn write_flags<K: KeyGen>(
+    keys: K,
+    from: usize,
+    kept: Option<&[bool]>,
+    keep_above: Option<i32>,
+    out: &mut [bool],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn avx2<K: KeyGen>(
+            keys: K,
+            from: usize,
+            kept: Option<&[bool]>,
+            keep_above: Option<i32>,
+            out: &mut [bool],
+        ) -> bool {
+            flags_body(keys, from, kept, keep_above, out)
+        }
+        // SAFETY: the processor was just found to support AVX2.
+        return unsafe { avx2(keys, from, kept, keep_above, out) };
+    }
+    flags_body(keys, from, kept, keep_above, out)
+}
+
+#[inline(always)]
+fn flags_body<K: KeyGen>(
     keys: K,
     from: usize,
     kept: Option<&[bool]>,

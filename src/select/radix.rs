@@ -290,10 +290,42 @@ fn count_range<K: KeyGen, const CHECK: bool>(
     c.non_finite |= bad;
 }
 
-/// The loop of [`count_range`]; `kept` is read only when `MASKED`. Returns the count below
-/// `lo` and whether a non-finite score was seen.
+/// The loop of [`count_range`], compiled for AVX2 as well where the processor has it: the
+/// counting pass is bound by arithmetic, not memory, on one core.
 #[inline(never)]
 fn count_loop<K: KeyGen, const CHECK: bool, const MASKED: bool>(
+    keys: K,
+    kept: &[bool],
+    r: std::ops::Range<usize>,
+    lo: i32,
+    hi: i32,
+    shift: u32,
+    hist: &mut [u32],
+) -> (u64, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn avx2<K: KeyGen, const CHECK: bool, const MASKED: bool>(
+            keys: K,
+            kept: &[bool],
+            r: std::ops::Range<usize>,
+            lo: i32,
+            hi: i32,
+            shift: u32,
+            hist: &mut [u32],
+        ) -> (u64, bool) {
+            count_body::<K, CHECK, MASKED>(keys, kept, r, lo, hi, shift, hist)
+        }
+        // SAFETY: the processor was just found to support AVX2.
+        return unsafe { avx2::<K, CHECK, MASKED>(keys, kept, r, lo, hi, shift, hist) };
+    }
+    count_body::<K, CHECK, MASKED>(keys, kept, r, lo, hi, shift, hist)
+}
+
+/// The body of [`count_loop`]; `kept` is read only when `MASKED`. Returns the count below
+/// `lo` and whether a non-finite score was seen.
+#[inline(always)]
+fn count_body<K: KeyGen, const CHECK: bool, const MASKED: bool>(
     keys: K,
     kept: &[bool],
     r: std::ops::Range<usize>,
