@@ -161,16 +161,27 @@ impl Mask {
     /// [`Error::ShapeMismatch`] naming `name` when the shapes differ.
     pub fn apply(&self, w: &mut ArrayRef<f32, IxDyn>, name: &str) -> Result<()> {
         Error::check_shape(name, self.shape(), w.shape())?;
-        let zip = Zip::from(w).and(&self.keep);
-        let zero = |x: &mut f32, &keep: &bool| {
-            if !keep {
-                *x = 0.0;
+        // Branch-free on contiguous weights, so that the loop vectorises; any layout otherwise.
+        let zero = |x: &mut f32, &keep: &bool| *x = if keep { *x } else { 0.0 };
+        match w.as_slice_mut() {
+            Some(ws) => {
+                let ks = self.as_slice();
+                let run = |(ws, ks): (&mut [f32], &[bool])| {
+                    ws.iter_mut().zip(ks).for_each(|(x, k)| zero(x, k));
+                };
+                const CHUNK: usize = 1 << 16;
+                #[cfg(feature = "rayon")]
+                {
+                    use rayon::prelude::*;
+                    ws.par_chunks_mut(CHUNK)
+                        .zip(ks.par_chunks(CHUNK))
+                        .for_each(run);
+                }
+                #[cfg(not(feature = "rayon"))]
+                ws.chunks_mut(CHUNK).zip(ks.chunks(CHUNK)).for_each(run);
             }
-        };
-        #[cfg(feature = "rayon")]
-        zip.par_for_each(zero);
-        #[cfg(not(feature = "rayon"))]
-        zip.for_each(zero);
+            None => Zip::from(w).and(&self.keep).for_each(zero),
+        }
         Ok(())
     }
 
