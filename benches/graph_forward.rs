@@ -7,24 +7,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ndarray::{ArrayD, IxDyn};
-use shears::graph::{Conv1d, Network};
+use shears::data::hapt::reference_cnn;
+use shears::graph::Network;
 
 fn har_cnn() -> Network {
-    Network::builder(&[6, 128])
-        .conv1d("conv1", Conv1d::new(6, 32, 5).padding(2))
-        .relu("relu1")
-        .max_pool1d("pool1", 2)
-        .conv1d("conv2", Conv1d::new(32, 64, 5).padding(2))
-        .relu("relu2")
-        .max_pool1d("pool2", 2)
-        .conv1d("conv3", Conv1d::new(64, 64, 5).padding(2))
-        .relu("relu3")
-        .global_avg_pool("gap")
-        .linear("fc1", 64, 64)
-        .relu("relu4")
-        .linear("fc2", 64, 6)
-        .build_init(0)
-        .expect("a valid network")
+    reference_cnn().build_init(0).expect("a valid network")
 }
 
 fn forward(c: &mut Criterion) {

@@ -23,8 +23,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use shears::data::hapt::HaptConfig;
-use shears::graph::{Conv1d, Network};
+use shears::data::hapt::{HaptConfig, reference_cnn};
 use shears::io::save_network;
 use shears::train::{Adam, Event, Loss, Trainer, evaluate};
 
@@ -47,20 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed().as_secs_f64()
     );
 
-    let mut net = Network::builder(&[6, 128])
-        .conv1d("conv1", Conv1d::new(6, 32, 5).padding(2))
-        .relu("relu1")
-        .max_pool1d("pool1", 2)
-        .conv1d("conv2", Conv1d::new(32, 64, 5).padding(2))
-        .relu("relu2")
-        .max_pool1d("pool2", 2)
-        .conv1d("conv3", Conv1d::new(64, 64, 5).padding(2))
-        .relu("relu3")
-        .global_avg_pool("gap")
-        .linear("fc1", 64, 64)
-        .relu("relu4")
-        .linear("fc2", 64, 6)
-        .build_init(seed)?;
+    let mut net = reference_cnn().build_init(seed)?;
     let weights: usize = net
         .params()
         .iter()

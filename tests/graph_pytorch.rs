@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use common::{graph_cases, load_graph_fixture};
 use ndarray::{ArrayD, ArrayViewD, Axis};
-use shears::Network;
+use shears::{Layer, Network};
 
 const RTOL: f64 = 1e-5;
 const FLOOR: f64 = 0.01;
@@ -85,29 +85,10 @@ fn fixtures_cover_every_layer_kind() {
             kinds.insert(node.layer.kind());
         }
     }
-    let all = [
-        "linear",
-        "conv1d",
-        "conv2d",
-        "batch_norm1d",
-        "batch_norm2d",
-        "layer_norm",
-        "relu",
-        "gelu",
-        "sigmoid",
-        "tanh",
-        "softmax",
-        "max_pool1d",
-        "max_pool2d",
-        "avg_pool1d",
-        "avg_pool2d",
-        "global_avg_pool",
-        "flatten",
-        "dropout",
-        "add",
-        "identity",
-    ];
-    let missing: Vec<_> = all.iter().filter(|k| !kinds.contains(*k)).collect();
+    let missing: Vec<_> = Layer::KINDS
+        .iter()
+        .filter(|k| !kinds.contains(*k))
+        .collect();
     assert!(missing.is_empty(), "no fixture for {missing:?}");
 }
 

@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Dataset, Targets};
 use crate::error::{Error, Result};
+use crate::graph::{Conv1d, Network, NetworkBuilder};
 use crate::io::{Dtype, SafetensorsFile};
 
 /// The data set's standard test subjects, used when the file's metadata names none.
@@ -83,6 +84,33 @@ pub struct HaptConfig {
     window: usize,
     stride: usize,
     test_subjects: Option<Vec<u32>>,
+}
+
+/// The reference activity model's architecture: a 1-D CNN for windows `[6, 128]` and the six
+/// activities, 36,160 weights. `examples/train_hapt.rs` trains it into `data/hapt-cnn.*`.
+///
+/// conv1d(6→32, k5, p2) → ReLU → max pool 2 → conv1d(32→64, k5, p2) → ReLU → max pool 2 →
+/// conv1d(64→64, k5, p2) → ReLU → global average pool → linear(64→64) → ReLU → linear(64→6).
+///
+/// ```
+/// let net = shears::data::hapt::reference_cnn().build_init(0)?;
+/// assert_eq!(net.output_shapes().last().unwrap(), &[6]);
+/// # Ok::<(), shears::Error>(())
+/// ```
+pub fn reference_cnn() -> NetworkBuilder {
+    Network::builder(&[CHANNELS, 128])
+        .conv1d("conv1", Conv1d::new(6, 32, 5).padding(2))
+        .relu("relu1")
+        .max_pool1d("pool1", 2)
+        .conv1d("conv2", Conv1d::new(32, 64, 5).padding(2))
+        .relu("relu2")
+        .max_pool1d("pool2", 2)
+        .conv1d("conv3", Conv1d::new(64, 64, 5).padding(2))
+        .relu("relu3")
+        .global_avg_pool("gap")
+        .linear("fc1", 64, 64)
+        .relu("relu4")
+        .linear("fc2", 64, 6)
 }
 
 impl Default for HaptConfig {

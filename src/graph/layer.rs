@@ -874,6 +874,30 @@ impl PoolGeom {
 }
 
 impl Layer {
+    /// Every layer kind the graph supports, as [`Layer::kind`] names them.
+    pub const KINDS: [&'static str; 20] = [
+        "linear",
+        "conv1d",
+        "conv2d",
+        "batch_norm1d",
+        "batch_norm2d",
+        "layer_norm",
+        "relu",
+        "gelu",
+        "sigmoid",
+        "tanh",
+        "softmax",
+        "max_pool1d",
+        "max_pool2d",
+        "avg_pool1d",
+        "avg_pool2d",
+        "global_avg_pool",
+        "flatten",
+        "dropout",
+        "add",
+        "identity",
+    ];
+
     /// The serde tag of this layer kind (`"conv1d"`, `"relu"`, ...), for messages.
     pub fn kind(&self) -> &'static str {
         match self {

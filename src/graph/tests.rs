@@ -7,19 +7,7 @@ use super::*;
 use crate::{Error, Params};
 
 fn har_builder() -> NetworkBuilder {
-    Network::builder(&[6, 128])
-        .conv1d("conv1", Conv1d::new(6, 32, 5).padding(2))
-        .relu("relu1")
-        .max_pool1d("pool1", 2)
-        .conv1d("conv2", Conv1d::new(32, 64, 5).padding(2))
-        .relu("relu2")
-        .max_pool1d("pool2", 2)
-        .conv1d("conv3", Conv1d::new(64, 64, 5).padding(2))
-        .relu("relu3")
-        .global_avg_pool("gap")
-        .linear("fc1", 64, 64)
-        .relu("relu4")
-        .linear("fc2", 64, 6)
+    crate::data::hapt::reference_cnn()
 }
 
 fn graph_error(r: Result<Network, Error>) -> (String, String) {
