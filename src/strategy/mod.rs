@@ -11,6 +11,7 @@ pub use filter::ParamFilter;
 pub use weight::{ChannelAxis, Criterion, ElementScore, Granularity, Scope, WeightPruning};
 
 use crate::error::Result;
+use crate::graph::Network;
 use crate::mask::{Mask, MaskSet};
 use crate::params::Params;
 
@@ -62,11 +63,13 @@ pub trait PruneStrategy: Send + Sync + std::fmt::Debug {
     fn plan(&self, ctx: &Context<'_>) -> Result<Plan>;
 }
 
-/// What a strategy may look at: the parameters and the masks of earlier prunings.
+/// What a strategy may look at: the parameters, the masks of earlier prunings and, for
+/// strategies that need the layer structure, the network.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     params: &'a Params,
     masks: Option<&'a MaskSet>,
+    network: Option<&'a Network>,
 }
 
 impl<'a> Context<'a> {
@@ -75,6 +78,17 @@ impl<'a> Context<'a> {
         Context {
             params,
             masks: None,
+            network: None,
+        }
+    }
+
+    /// A context over the parameters of `network`, with its layer structure available to
+    /// strategies that need it (channel dependencies, layer inputs).
+    pub fn for_network(network: &'a Network) -> Self {
+        Context {
+            params: network.params(),
+            masks: None,
+            network: Some(network),
         }
     }
 
@@ -93,6 +107,11 @@ impl<'a> Context<'a> {
     /// The masks of earlier prunings, if any.
     pub fn masks(&self) -> Option<&'a MaskSet> {
         self.masks
+    }
+
+    /// The network, when the context was made by [`Context::for_network`].
+    pub fn network(&self) -> Option<&'a Network> {
+        self.network
     }
 
     /// The earlier mask of `name`, if it has one.
