@@ -7,7 +7,10 @@
 //!   pruned weights as `sprs` CSR matrices.
 //! - [`Latency`]: median single-sample inference time.
 //! - [`WearableReport`]: the wearable benchmark's JSON report.
+//! - `LineChart` (feature `plot`): line charts with labelled axes and a legend, as SVG.
 
+#[cfg(feature = "plot")]
+mod chart;
 mod latency;
 mod size;
 #[cfg(feature = "sparse")]
@@ -22,6 +25,8 @@ use crate::error::Result;
 use crate::io::{SafetensorsFile, TensorEntry};
 use crate::mask::TensorSparsity;
 
+#[cfg(feature = "plot")]
+pub use chart::{LineChart, Series};
 pub use latency::Latency;
 pub use size::{ModelSize, NodeSize};
 #[cfg(feature = "sparse")]

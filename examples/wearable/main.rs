@@ -7,15 +7,19 @@
 //!
 //! Loads `data/hapt-cnn.{json,safetensors}` (a 1-D CNN trained by `examples/train_hapt.rs`) and the
 //! HAPT windows, evaluates the dense model, then runs every strategy family at representative
-//! settings, fine-tunes each pruned model with its masks held, and writes
-//! `target/wearable/report.json`. Everything is seeded: two runs give the same accuracies.
+//! settings, fine-tunes each pruned model with its masks held, prints one table, and writes
+//! `target/wearable/report.json` and the chart `target/wearable/accuracy.svg`. Everything is
+//! seeded: two runs give the same accuracies (latencies are measured, so they vary).
 
 mod weight;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use shears::data::hapt::{Hapt, HaptConfig};
-use shears::io::load_network;
+use shears::io::{load_network, write_text};
 use shears::report::{DenseBaseline, Latency, ModelSize, ReportRow, WearableReport};
 use shears::train::{Adam, Loss, Trainer, evaluate};
 use shears::{MaskSet, Network};
@@ -113,6 +117,7 @@ impl Setup {
 
 fn main() -> Result<()> {
     let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let started = Instant::now();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let setup = Setup {
         net: load_network(
@@ -129,40 +134,35 @@ fn main() -> Result<()> {
         setup.accuracy(&setup.net)?,
         &setup.latency(&setup.net)?,
     );
-    println!(
-        "dense: accuracy {:.2}%, {} parameters, {} bytes, {} FLOPs, {:.1} µs per window",
-        100.0 * dense.accuracy,
-        dense.params,
-        dense.bytes,
-        dense.flops,
-        dense.latency_us
-    );
     let mut report = WearableReport::new(dense);
 
     let families: [(&str, Family); 1] = [("weight", weight::rows)];
+    // On a terminal only: indicatif hides the bar when stderr is not one.
+    let progress = ProgressBar::new(families.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")?,
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
     for (name, rows) in families {
-        for row in rows(&setup)? {
-            println!(
-                "{name:<22} {:<28} sparsity {:>6.2}%  one-shot {:>6.2}%  fine-tuned {:>6.2}%  {:>6.1} µs",
-                row.setting,
-                100.0 * row.sparsity,
-                100.0 * row.accuracy_oneshot,
-                100.0 * row.accuracy_finetuned.unwrap_or(f64::NAN),
-                row.latency_us
-            );
-            report.rows.push(row);
-        }
+        progress.set_message(format!("{name}: pruning, fine-tuning, measuring"));
+        report.rows.extend(rows(&setup)?);
+        progress.inc(1);
     }
+    progress.finish_and_clear();
 
+    println!("{report}");
     let out = root.join("target/wearable");
     std::fs::create_dir_all(&out)?;
-    let path = out.join("report.json");
-    write(&path, &report.to_json()?)?;
-    println!("report: {}", path.display());
-    Ok(())
-}
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text)?;
+    let json = out.join("report.json");
+    write_text(&json, &report.to_json()?)?;
+    let chart = out.join("accuracy.svg");
+    report.accuracy_chart().save_svg(&chart)?;
+    println!("report: {}", json.display());
+    println!("chart:  {}", chart.display());
+    println!(
+        "{} rows in {:.0} s{}",
+        report.rows.len(),
+        started.elapsed().as_secs_f64(),
+        if quick { " (--quick)" } else { "" }
+    );
     Ok(())
 }

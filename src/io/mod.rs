@@ -49,6 +49,7 @@ mod file;
 mod masks;
 #[cfg(feature = "serde")]
 mod network;
+mod text;
 mod write;
 
 pub use checkpoint::{Checkpoint, RawTensor};
@@ -57,6 +58,7 @@ pub use masks::{load_masks, save_masks};
 #[cfg(feature = "serde")]
 pub use network::{load_network, save_network};
 pub use safetensors::Dtype;
+pub use text::write_text;
 pub use write::{save_tensors, write_masked};
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! A network on disk: its JSON spec beside its safetensors checkpoint.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
-use super::{Checkpoint, Dtype, save_tensors};
+use super::{Checkpoint, Dtype, save_tensors, write_text};
 use crate::error::{Error, Result};
 use crate::graph::{Network, NetworkSpec};
 
@@ -48,11 +47,5 @@ pub fn save_network(
     let spec = spec.as_ref();
     let views = net.params().iter().map(|(n, p)| (n, p.view(), Dtype::F32));
     save_tensors(checkpoint, views, metadata)?;
-    let dir = spec.parent().filter(|d| !d.as_os_str().is_empty());
-    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))
-        .map_err(|e| Error::io(spec, e))?;
-    tmp.write_all((net.spec().to_json()? + "\n").as_bytes())
-        .map_err(|e| Error::io(spec, e))?;
-    tmp.persist(spec).map_err(|e| Error::io(spec, e.error))?;
-    Ok(())
+    write_text(spec, &(net.spec().to_json()? + "\n"))
 }

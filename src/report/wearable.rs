@@ -1,5 +1,7 @@
 //! The wearable benchmark's report: the dense model, then one row per strategy and setting.
 
+use std::fmt;
+
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +162,101 @@ impl WearableReport {
     }
 }
 
+/// The report as a plain-text table, one line per row after the dense model: what the wearable
+/// demo prints.
+impl fmt::Display for WearableReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let percent = |x: f64| format!("{:.2}", 100.0 * x);
+        let bytes = |b: Option<usize>| b.map_or_else(|| "-".to_owned(), kib);
+        writeln!(
+            f,
+            "{:<22} {:<30} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
+            "strategy",
+            "setting",
+            "sparsity",
+            "params",
+            "dense",
+            "compact",
+            "CSR",
+            "MFLOPs",
+            "one-shot",
+            "tuned",
+            "µs"
+        )?;
+        let d = &self.dense;
+        writeln!(
+            f,
+            "{:<22} {:<30} {:>7}% {:>8} {:>9} {:>9} {:>9} {:>8.3} {:>7}% {:>7}% {:>8.1}",
+            "dense",
+            "",
+            percent(0.0),
+            d.params,
+            kib(d.bytes),
+            "-",
+            "-",
+            d.flops as f64 / 1e6,
+            percent(d.accuracy),
+            percent(d.accuracy),
+            d.latency_us
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<22} {:<30} {:>7}% {:>8} {:>9} {:>9} {:>9} {:>8.3} {:>7}% {:>7}% {:>8.1}",
+                r.strategy,
+                r.setting,
+                percent(r.sparsity),
+                r.params_kept,
+                kib(r.bytes_dense),
+                bytes(r.bytes_compact),
+                bytes(r.bytes_csr),
+                r.flops as f64 / 1e6,
+                percent(r.accuracy_oneshot),
+                r.accuracy_finetuned.map_or_else(|| "-".to_owned(), percent),
+                r.latency_us
+            )?;
+        }
+        write!(
+            f,
+            "(bytes in KiB: dense f32 with zeros, compacted, weights as CSR; accuracy in % of the \
+             test windows; µs = median latency per window)"
+        )
+    }
+}
+
+/// Bytes as KiB with one decimal.
+fn kib(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / 1024.0)
+}
+
+#[cfg(feature = "plot")]
+impl WearableReport {
+    /// Test accuracy (after fine-tuning where measured, else one-shot) against sparsity, one line
+    /// per strategy in the order strategies first appear, the dense model as a point at 0.
+    pub fn accuracy_chart(&self) -> super::LineChart {
+        let mut chart = super::LineChart::new("HAPT test accuracy against sparsity")
+            .axes(
+                "sparsity (fraction of the targeted weights, filters or blocks removed)",
+                "test accuracy (%)",
+            )
+            .series("dense", vec![(0.0, 100.0 * self.dense.accuracy)]);
+        for row in &self.rows {
+            let point = (
+                row.sparsity,
+                100.0 * row.accuracy_finetuned.unwrap_or(row.accuracy_oneshot),
+            );
+            match chart.series.iter_mut().find(|s| s.name == row.strategy) {
+                Some(series) => series.points.push(point),
+                None => chart = chart.series(row.strategy.clone(), vec![point]),
+            }
+        }
+        for series in &mut chart.series {
+            series.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        chart
+    }
+}
+
 #[cfg(all(test, feature = "serde"))]
 mod tests {
     use super::*;
@@ -232,5 +329,49 @@ mod tests {
 
         report.rows[0].accuracy_finetuned = Some(f64::NAN);
         assert!(report.to_json().is_err());
+    }
+
+    fn report() -> WearableReport {
+        let mut report = WearableReport::new(DenseBaseline::new(&size(), 0.93, &latency(12.5)));
+        for (strategy, sparsity, tuned) in [("weight", 0.9, 0.91), ("weight", 0.5, 0.92)] {
+            let mut row = ReportRow::new(strategy, "s", sparsity, &size(), 0.8, &latency(11.0));
+            row.accuracy_finetuned = Some(tuned);
+            report.rows.push(row);
+        }
+        report.rows.push(ReportRow::new(
+            "2:4",
+            "n:m",
+            0.5,
+            &size(),
+            0.85,
+            &latency(9.0),
+        ));
+        report
+    }
+
+    #[test]
+    fn table_has_a_line_per_row_and_marks_what_was_not_measured() {
+        let table = report().to_string();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 1 + 1 + 3 + 1, "{table}");
+        assert!(lines[1].starts_with("dense") && lines[1].contains("93.00%"));
+        // 2:4 was not fine-tuned and not compacted: dashes, not zeros.
+        let last = lines[4];
+        assert!(last.starts_with("2:4") && last.contains("85.00%"), "{last}");
+        assert!(last.contains(" - ") && last.ends_with("9.0"), "{last}");
+        // CSR bytes of 300 are 0.3 KiB.
+        assert!(lines[2].contains("0.3"), "{}", lines[2]);
+    }
+
+    #[cfg(feature = "plot")]
+    #[test]
+    fn chart_has_a_sorted_line_per_strategy_after_the_dense_point() {
+        let chart = report().accuracy_chart();
+        let names: Vec<&str> = chart.series.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["dense", "weight", "2:4"]);
+        assert_eq!(chart.series[1].points, [(0.5, 92.0), (0.9, 91.0)]);
+        // Not fine-tuned: the one-shot accuracy is drawn.
+        assert_eq!(chart.series[2].points, [(0.5, 85.0)]);
+        assert!(chart.to_svg().unwrap().contains("test accuracy (%)"));
     }
 }
