@@ -4,10 +4,17 @@
 //! plain data that can be inspected, saved, and applied. Keeping the decision pure makes
 //! strategies composable and their plans reproducible.
 
+mod compose;
 mod filter;
+mod sensitivity;
 mod weight;
 
+pub use compose::{Combine, Composition};
 pub use filter::ParamFilter;
+pub use sensitivity::{
+    Allocation, Budget, CurvePoint, LayerCurve, LayerSparsities, Sensitivity, SensitivityAnalysis,
+    SigmaThreshold,
+};
 pub use weight::{ChannelAxis, Criterion, ElementScore, Granularity, Scope, WeightPruning};
 
 use crate::error::Result;
