@@ -15,6 +15,8 @@
 //! - [`strategy`]: the [`PruneStrategy`](strategy::PruneStrategy) trait and
 //!   [`WeightPruning`](strategy::WeightPruning): magnitude, random, importance or custom scores, by
 //!   element, channel or N:M, per layer, per row or globally.
+//! - [`schedule`]: one-shot, iterative and AGP schedules, and the [`Pruner`](schedule::Pruner)
+//!   loop that plans, applies, fine-tunes and evaluates step by step, with observers.
 //! - [`select`]: exact-k and threshold selection over many tensors at once, O(n), no sorting.
 //! - [`mask`]: keep-masks that compose without ever reviving a pruned weight.
 //! - [`graph`]: the layer graph, PyTorch layouts and names, batched forward and backward passes.
@@ -51,6 +53,7 @@ pub mod mask;
 pub mod params;
 mod pool;
 pub mod report;
+pub mod schedule;
 pub mod select;
 pub mod strategy;
 pub mod train;

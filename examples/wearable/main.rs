@@ -11,6 +11,7 @@
 //! `target/wearable/report.json` and the chart `target/wearable/accuracy.svg`. Everything is
 //! seeded: two runs give the same accuracies (latencies are measured, so they vary).
 
+mod sensitivity;
 mod weight;
 
 use std::path::PathBuf;
@@ -136,7 +137,8 @@ fn main() -> Result<()> {
     );
     let mut report = WearableReport::new(dense);
 
-    let families: [(&str, Family); 1] = [("weight", weight::rows)];
+    let families: [(&str, Family); 2] =
+        [("weight", weight::rows), ("sensitivity", sensitivity::rows)];
     // On a terminal only: indicatif hides the bar when stderr is not one.
     let progress = ProgressBar::new(families.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")?,
