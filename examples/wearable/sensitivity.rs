@@ -3,9 +3,8 @@
 
 use std::time::Instant;
 
-use ndarray::Axis;
 use shears::Amount;
-use shears::data::{Dataset, Targets};
+use shears::data::Dataset;
 use shears::report::ReportRow;
 use shears::strategy::{
     Budget, Context, Criterion, PruneStrategy, Scope, SensitivityAnalysis, SigmaThreshold,
@@ -16,20 +15,13 @@ use shears::train::{Loss, ScoreOptions, accumulate_scores, evaluate};
 use crate::{Result, Setup};
 
 /// The sensitivity grid: 10 levels, dense where the allocation decides (80–99 %).
-pub const GRID: [f64; 10] = [0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99];
+const GRID: [f64; 10] = [0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99];
 
 /// Every other training window: the data the analysis measures on, so that the test set only
 /// reports.
-pub fn validation(setup: &Setup) -> Result<Dataset> {
-    let train = &setup.hapt.train;
-    let rows: Vec<usize> = (0..train.len()).step_by(2).collect();
-    let Targets::Classes(classes) = train.targets() else {
-        return Err("HAPT has class targets".into());
-    };
-    Ok(Dataset::new(
-        train.inputs().select(Axis(0), &rows),
-        Targets::Classes(rows.iter().map(|&i| classes[i]).collect()),
-    )?)
+fn validation(setup: &Setup) -> Result<Dataset> {
+    let rows: Vec<usize> = (0..setup.hapt.train.len()).step_by(2).collect();
+    Ok(setup.hapt.train.select(&rows)?)
 }
 
 /// Sensitivity-allocated 90 % vs uniform per-layer 90 % magnitude; s·σ; Taylor and SNIP at 90 %.

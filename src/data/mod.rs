@@ -98,6 +98,38 @@ impl Dataset {
         &self.targets
     }
 
+    /// The samples at `indices`, in that order (repeats allowed), copied: a validation split,
+    /// say.
+    ///
+    /// ```
+    /// use ndarray::{ArrayD, IxDyn};
+    /// use shears::data::{Dataset, Targets};
+    ///
+    /// let x = ArrayD::from_shape_fn(IxDyn(&[4, 2]), |i| i[0] as f32);
+    /// let data = Dataset::new(x, Targets::Classes(vec![0, 1, 2, 3]))?;
+    /// let every_other = data.select(&[0, 2])?;
+    /// assert_eq!(every_other.targets(), &Targets::Classes(vec![0, 2]));
+    /// assert_eq!(every_other.inputs().as_slice().unwrap(), &[0.0, 0.0, 2.0, 2.0]);
+    /// assert!(data.select(&[4]).is_err());
+    /// # Ok::<(), shears::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an index out of range.
+    pub fn select(&self, indices: &[usize]) -> Result<Dataset> {
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::invalid(
+                "indices",
+                format!("sample {i} is out of range for {} samples", self.len()),
+            ));
+        }
+        let targets = match &self.targets {
+            Targets::Classes(c) => Targets::Classes(indices.iter().map(|&i| c[i]).collect()),
+            Targets::Values(v) => Targets::Values(v.select(Axis(0), indices)),
+        };
+        Dataset::new(self.inputs.select(Axis(0), indices), targets)
+    }
+
     /// Inputs of samples `start..end` (clamped to the dataset), a view without copying.
     pub fn batch_inputs(&self, start: usize, end: usize) -> ArrayViewD<'_, f32> {
         let end = end.min(self.len());

@@ -213,3 +213,43 @@ fn earlier_masks_stay_pruned() {
     assert!(fc1.as_slice()[..10].iter().all(|&k| !k));
     assert_eq!(fc1.pruned(), 10 + 27);
 }
+
+#[test]
+fn a_step_can_calibrate_on_the_network_as_pruned_so_far() {
+    use crate::strategy::Criterion;
+    use crate::train::{ScoreOptions, accumulate_scores};
+    let d = data();
+    let mut n = net();
+    let calibrated = RefCell::new(Vec::new());
+    let run = Pruner::new(Schedule::iterative(0.75, 2))
+        .fine_tune(
+            Trainer::new(Loss::CrossEntropy, Adam::new(1e-2)).batch_size(8),
+            &d,
+            2,
+        )
+        .run(&mut n, |step, net| {
+            // Gradient saliency of the network as it now is: pruned weights score 0.
+            let scores = accumulate_scores(net, &d, ScoreOptions::new(Loss::CrossEntropy))?;
+            let zeros = net
+                .params()
+                .iter()
+                .filter(|(_, w)| w.ndim() >= 2)
+                .map(|(_, w)| w.iter().filter(|&&v| v == 0.0).count())
+                .sum::<usize>();
+            calibrated.borrow_mut().push(zeros);
+            Ok(Box::new(
+                WeightPruning::new(Amount::Target(step.target))
+                    .scope(Scope::Global)
+                    .criterion(Criterion::taylor(&scores)),
+            ))
+        })
+        .unwrap();
+    // The second calibration saw the first step's 48 zeros (of 96); 72 pruned in the end.
+    assert_eq!(calibrated.borrow()[1], 48);
+    assert_eq!(run.masks.pruned(), 72);
+    let first = &run.steps[0].plan.masks;
+    for (name, m) in run.masks.iter() {
+        let f = first.get(name).unwrap().as_slice();
+        assert!(f.iter().zip(m.as_slice()).all(|(&a, &b)| a || !b));
+    }
+}
