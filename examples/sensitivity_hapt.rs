@@ -6,7 +6,7 @@
 //!
 //! 1. Times the analysis over all 5 weight tensors at 10 sparsity levels, evaluating test
 //!    accuracy (2,996 windows, batches of 512) at each point, and writes the curves to
-//!    `target/sensitivity/curves.{csv,json}`.
+//!    `target/sensitivity/curves.{csv,json,svg}`.
 //! 2. Allocates 90 % of the weights from an analysis on a validation split (every other training
 //!    window, so that the test set only reports) and compares it with uniform per-layer 90 %
 //!    magnitude pruning, each fine-tuned 3 epochs with Adam (as the wearable report) from 5
@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("curves.json"),
         serde_json::to_string_pretty(&curves)?,
     )?;
+    std::fs::write(out.join("curves.svg"), curves.to_svg())?;
     println!("curves: {}", out.join("curves.csv").display());
 
     let rows: Vec<usize> = (0..hapt.train.len()).step_by(2).collect();
