@@ -54,7 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("curves.json"),
         serde_json::to_string_pretty(&curves)?,
     )?;
-    std::fs::write(out.join("curves.svg"), curves.to_svg())?;
+    curves
+        .chart("test accuracy")
+        .save_svg(out.join("curves.svg"))?;
     println!("curves: {}", out.join("curves.csv").display());
 
     let rows: Vec<usize> = (0..hapt.train.len()).step_by(2).collect();

@@ -295,68 +295,20 @@ impl Sensitivity {
         out
     }
 
-    /// The curves as a self-contained SVG line chart (no dependencies): sparsity from 0 to 1
-    /// across, the metric up, one line per layer starting from the baseline at sparsity 0,
-    /// with a legend.
-    pub fn to_svg(&self) -> String {
-        const PALETTE: [&str; 8] = [
-            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-        ];
-        let (w, h, left, right, top, bottom) = (640.0, 400.0, 60.0, 180.0, 20.0, 40.0);
-        let metrics = self
-            .curves
-            .iter()
-            .flat_map(|c| c.points.iter().map(|p| p.metric))
-            .chain([self.baseline])
-            .filter(|m| m.is_finite());
-        let (lo, hi) = metrics.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| {
-            (lo.min(m), hi.max(m))
-        });
-        let (lo, hi) = if lo < hi {
-            (lo, hi)
-        } else {
-            (lo - 0.5, lo + 0.5)
-        };
-        let (pw, ph) = (w - left - right, h - top - bottom);
-        let x = |s: f64| left + s.clamp(0.0, 1.0) * pw;
-        let y = |m: f64| top + (hi - m) / (hi - lo) * ph;
-        let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-             <rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#444\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">sparsity</text>\n\
-             <text x=\"{left}\" y=\"{:.1}\" text-anchor=\"middle\">0</text>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">1</text>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{hi:.4}</text>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{lo:.4}</text>\n",
-            left + pw / 2.0,
-            h - 8.0,
-            top + ph + 14.0,
-            left + pw,
-            top + ph + 14.0,
-            left - 4.0,
-            top + 4.0,
-            left - 4.0,
-            top + ph,
-        );
-        for (i, c) in self.curves.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            let points: Vec<String> = std::iter::once((0.0, self.baseline))
-                .chain(c.sorted().iter().map(|p| (p.sparsity, p.metric)))
-                .filter(|(_, m)| m.is_finite())
-                .map(|(s, m)| format!("{:.1},{:.1}", x(s), y(m)))
-                .collect();
-            let ly = top + 14.0 * (i as f64 + 1.0);
-            let _ = write!(
-                svg,
-                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n\
-                 <text x=\"{:.1}\" y=\"{ly:.1}\" fill=\"{color}\">{}</text>\n",
-                points.join(" "),
-                left + pw + 8.0,
-                escape_xml(&c.name)
-            );
-        }
-        svg.push_str("</svg>\n");
-        svg
+    /// The curves as a line chart (feature `plot`): sparsity across, the metric up, one line
+    /// per layer starting from the baseline at sparsity 0. `metric` labels the vertical axis.
+    #[cfg(feature = "plot")]
+    pub fn chart(&self, metric: &str) -> crate::report::LineChart {
+        self.curves.iter().fold(
+            crate::report::LineChart::new("Sensitivity: each layer pruned alone")
+                .axes("sparsity of the layer", metric),
+            |chart, c| {
+                let points = std::iter::once((0.0, self.baseline))
+                    .chain(c.sorted().iter().map(|p| (p.sparsity, p.metric)))
+                    .collect();
+                chart.series(c.name.clone(), points)
+            },
+        )
     }
 
     /// Per-layer sparsities that prune the fraction `target` of the analysed weights (or of
@@ -497,22 +449,6 @@ impl Sensitivity {
             predicted_drop,
         })
     }
-}
-
-/// `text` with the five XML special characters escaped.
-fn escape_xml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Per-layer sparsities chosen by [`Sensitivity::allocate`].
