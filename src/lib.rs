@@ -53,6 +53,7 @@ mod pool;
 pub mod report;
 pub mod select;
 pub mod strategy;
+pub mod structure;
 pub mod train;
 
 pub use amount::{Amount, CountRule};
