@@ -56,6 +56,7 @@ pub mod report;
 pub mod schedule;
 pub mod select;
 pub mod strategy;
+pub mod structure;
 pub mod train;
 
 pub use amount::{Amount, CountRule};

@@ -1,0 +1,28 @@
+//! Structured pruning for real: dependency groups and physical compaction.
+//!
+//! Masking a channel's weights leaves the model as large and as slow as before. Removing it
+//! means cutting every slice that depends on it: the producer's weight rows and bias, a
+//! following BatchNorm's four vectors, the input columns of every layer that reads it (several
+//! columns per channel after a `Flatten`), the matching channels of every branch a residual
+//! `Add` sums it with, and the filters a depthwise convolution applies to it.
+//!
+//! - [`DependencyGroups`] derives those groups from a [`Network`](crate::Network) (the rules are
+//!   listed there) and says which groups cannot be pruned and why.
+//! - [`DependencyGroups::compact`] applies [`ChannelRemoval`]s and returns a smaller dense
+//!   network with its spec updated, ready for [`save_network`](crate::io::save_network);
+//!   [`DependencyGroups::masks`] returns the masked equivalent. On the same inputs both compute
+//!   the same outputs, and the compacted network has exactly the parameters the masks keep
+//!   (property-tested over random MLPs, CNNs with BatchNorm, residual blocks and grouped
+//!   convolutions).
+//!
+//! The approach is Torch-Pruning's DepGraph (Fang et al., "DepGraph: Towards Any Structural
+//! Pruning", CVPR 2023), restricted to the layers of [`crate::graph`]; a test reproduces its
+//! coupling and shapes on conv → BN → ReLU → conv and on a residual pair.
+
+mod compact;
+mod groups;
+#[cfg(test)]
+mod tests;
+
+pub use compact::ChannelRemoval;
+pub use groups::{DependencyGroups, Group, Slice, SliceRole};
