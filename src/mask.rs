@@ -31,6 +31,8 @@ use crate::params::Params;
 /// # Ok::<(), shears::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Mask {
     keep: ArrayD<bool>,
 }
@@ -231,6 +233,8 @@ fn ratio(part: usize, whole: usize) -> f64 {
 /// # Ok::<(), shears::Error>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct MaskSet {
     masks: BTreeMap<String, Mask>,
 }

@@ -6,6 +6,7 @@
 //!   FLOPs of a [`Network`](crate::Network), with or without masks; `csr_weights` (feature `sparse`) exports the
 //!   pruned weights as `sprs` CSR matrices.
 //! - [`Latency`]: median single-sample inference time.
+//! - [`StructureReport`]: parameters, FLOPs and bytes before and after compaction, per node.
 //! - [`WearableReport`]: the wearable benchmark's JSON report.
 //! - `LineChart` (feature `plot`): line charts with labelled axes and a legend, as SVG.
 
@@ -15,6 +16,7 @@ mod latency;
 mod size;
 #[cfg(feature = "sparse")]
 mod sparse;
+mod structure;
 mod wearable;
 
 use std::fmt;
@@ -31,6 +33,7 @@ pub use latency::Latency;
 pub use size::{ModelSize, NodeSize};
 #[cfg(feature = "sparse")]
 pub use sparse::{csr_bytes, csr_weights};
+pub use structure::{Change, NodeChange, StructureReport};
 pub use wearable::{DenseBaseline, ReportRow, WearableReport};
 
 /// One tensor of a checkpoint: its size and how many of its elements are zero.

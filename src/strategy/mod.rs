@@ -7,6 +7,7 @@
 mod compose;
 mod filter;
 mod sensitivity;
+mod structure;
 mod weight;
 
 pub use compose::{Combine, Composition};
@@ -15,12 +16,14 @@ pub use sensitivity::{
     Allocation, Budget, CurvePoint, LayerCurve, LayerSparsities, Sensitivity, SensitivityAnalysis,
     SigmaThreshold,
 };
+pub use structure::{StructureSensitivity, StructureTarget};
 pub use weight::{ChannelAxis, Criterion, ElementScore, Granularity, Scope, WeightPruning};
 
 use crate::error::Result;
 use crate::graph::Network;
 use crate::mask::{Mask, MaskSet};
 use crate::params::Params;
+use crate::structure::{ChannelRemoval, DependencyGroups};
 
 /// A pruning method: given the state of a model, decide what to remove.
 ///
@@ -127,17 +130,26 @@ impl<'a> Context<'a> {
     }
 }
 
-/// The decision of a strategy: data, not action.
+/// The decision of a strategy: data, not action, serialisable (feature `serde`).
 ///
 /// `masks` holds the complete keep-mask (earlier prunings included) of every tensor the strategy
-/// considered; tensors it did not consider are absent.
+/// considered; tensors it did not consider are absent. A structural plan also lists the
+/// channels it removes, by [dependency group](crate::structure); its masks are then the masked
+/// equivalent of that removal, and [`Plan::compact`] performs it.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub struct Plan {
     /// Name of the strategy that made the plan.
     pub strategy: String,
     /// Keep-masks of the tensors the strategy considered.
     pub masks: MaskSet,
+    /// Channels removed per dependency group (structural plans only).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub removals: Vec<ChannelRemoval>,
 }
 
 impl Plan {
@@ -146,10 +158,36 @@ impl Plan {
         Plan {
             strategy: strategy.into(),
             masks,
+            removals: Vec::new(),
         }
     }
 
-    /// Zeroes every pruned weight of `params`. Nothing changes unless every mask fits.
+    /// A structural plan: channels removed per dependency group, with `masks` their masked
+    /// equivalent ([`DependencyGroups::masks`]).
+    pub fn structural(
+        strategy: impl Into<String>,
+        masks: MaskSet,
+        removals: Vec<ChannelRemoval>,
+    ) -> Self {
+        Plan {
+            strategy: strategy.into(),
+            masks,
+            removals,
+        }
+    }
+
+    /// Performs the plan's channel removals on `net`: a smaller dense network with its spec
+    /// updated ([`DependencyGroups::compact`]). A plan without removals returns `net` as is.
+    ///
+    /// # Errors
+    /// As [`DependencyGroups::compact`], for a network the plan was not made for.
+    pub fn compact(&self, net: &Network) -> Result<Network> {
+        DependencyGroups::of(net)?.compact(net, &self.removals)
+    }
+
+    /// Zeroes every pruned weight of `params` (for a structural plan: every weight of the removed
+    /// channels, without making anything smaller; see [`Plan::compact`]). Nothing changes unless
+    /// every mask fits.
     ///
     /// # Errors
     /// [`crate::Error::UnknownTensor`] or [`crate::Error::ShapeMismatch`].

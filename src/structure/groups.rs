@@ -50,6 +50,7 @@ pub struct Group {
     channels: usize,
     producers: Vec<String>,
     slices: Vec<Slice>,
+    activations: Vec<(String, usize)>,
     blocked: Option<String>,
 }
 
@@ -73,6 +74,13 @@ impl Group {
     /// Every parameter slice that follows a unit of the group.
     pub fn slices(&self) -> &[Slice] {
         &self.slices
+    }
+
+    /// The activation nodes (ReLU, GELU, Sigmoid, Tanh) whose output channels are the group's
+    /// units, each with its `per` (channel `c` of the node is unit `c / per`): where
+    /// calibration's APoZ and mean activation of the group are found.
+    pub fn activations(&self) -> &[(String, usize)] {
+        &self.activations
     }
 
     /// Whether channels of this group may be removed.
@@ -104,6 +112,7 @@ struct Origin {
     channels: usize,
     parent: usize,
     slices: Vec<Slice>,
+    activations: Vec<(String, usize)>,
     blocked: Option<String>,
 }
 
@@ -161,6 +170,7 @@ impl Analysis<'_> {
             channels,
             parent: space.origin,
             slices: Vec::new(),
+            activations: Vec::new(),
             blocked: None,
         });
         self.producer_slices(space, node, bias);
@@ -261,12 +271,15 @@ impl Analysis<'_> {
                 });
                 x
             }
-            Layer::Relu
-            | Layer::Gelu
-            | Layer::Sigmoid
-            | Layer::Tanh
-            | Layer::Dropout { .. }
-            | Layer::Identity => x,
+            Layer::Relu | Layer::Gelu | Layer::Sigmoid | Layer::Tanh => {
+                if let Some(s) = on_channels {
+                    self.origins[s.origin]
+                        .activations
+                        .push((name.to_string(), s.per));
+                }
+                x
+            }
+            Layer::Dropout { .. } | Layer::Identity => x,
             Layer::MaxPool1d(_)
             | Layer::MaxPool2d(_)
             | Layer::AvgPool1d(_)
@@ -427,6 +440,7 @@ impl DependencyGroups {
                     channels: a.origins[root].channels,
                     producers: Vec::new(),
                     slices: Vec::new(),
+                    activations: Vec::new(),
                     blocked: None,
                 });
             }
@@ -434,6 +448,7 @@ impl DependencyGroups {
             let g = &mut groups[index[root]];
             g.producers.push(origin.name.clone());
             g.slices.append(&mut origin.slices);
+            g.activations.append(&mut origin.activations);
             if g.blocked.is_none() {
                 g.blocked = origin.blocked.take();
             }

@@ -14,6 +14,11 @@
 //!   the same outputs, and the compacted network has exactly the parameters the masks keep
 //!   (property-tested over random MLPs, CNNs with BatchNorm, residual blocks and grouped
 //!   convolutions).
+//! - [`Importance`] scores the units of a group: L1, L2, FPGM, BatchNorm `|γ|`, Taylor, APoZ,
+//!   mean activation or a [`GroupScore`] of your own, combined over the group's slices
+//!   ([`Reduction`]) and normalised per group ([`Normalizer`], LAMP included) so that groups can
+//!   be ranked together. Deciding what goes is the
+//!   [`StructureSensitivity`](crate::strategy::StructureSensitivity) strategy's business.
 //!
 //! The approach is Torch-Pruning's DepGraph (Fang et al., "DepGraph: Towards Any Structural
 //! Pruning", CVPR 2023), restricted to the layers of [`crate::graph`]; a test reproduces its
@@ -21,8 +26,10 @@
 
 mod compact;
 mod groups;
+mod importance;
 #[cfg(test)]
 mod tests;
 
 pub use compact::ChannelRemoval;
 pub use groups::{DependencyGroups, Group, Slice, SliceRole};
+pub use importance::{GroupCriterion, GroupScore, Importance, Normalizer, Reduction};
