@@ -10,6 +10,7 @@
 //! settings, fine-tunes each pruned model with its masks held, and writes
 //! `target/wearable/report.json`. Everything is seeded: two runs give the same accuracies.
 
+mod structure;
 mod weight;
 
 use std::path::{Path, PathBuf};
@@ -139,7 +140,10 @@ fn main() -> Result<()> {
     );
     let mut report = WearableReport::new(dense);
 
-    let families: [(&str, Family); 1] = [("weight", weight::rows)];
+    let families: [(&str, Family); 2] = [
+        ("weight", weight::rows),
+        ("structure-sensitivity", structure::rows),
+    ];
     for (name, rows) in families {
         for row in rows(&setup)? {
             println!(
