@@ -12,6 +12,7 @@
 //! seeded: two runs give the same accuracies (latencies are measured, so they vary).
 
 mod sensitivity;
+mod structure;
 mod weight;
 
 use std::path::PathBuf;
@@ -137,8 +138,11 @@ fn main() -> Result<()> {
     );
     let mut report = WearableReport::new(dense);
 
-    let families: [(&str, Family); 2] =
-        [("weight", weight::rows), ("sensitivity", sensitivity::rows)];
+    let families: [(&str, Family); 3] = [
+        ("weight", weight::rows),
+        ("sensitivity", sensitivity::rows),
+        ("structure-sensitivity", structure::rows),
+    ];
     // On a terminal only: indicatif hides the bar when stderr is not one.
     let progress = ProgressBar::new(families.len() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")?,
