@@ -6,12 +6,16 @@
 
 mod compose;
 mod filter;
+mod layer_difference;
 mod sensitivity;
 mod structure;
 mod weight;
 
 pub use compose::{Combine, Composition};
 pub use filter::ParamFilter;
+pub use layer_difference::{
+    BlockMetric, BlockScore, LayerDifference, LayerPlan, Removal, layer_blocks, remove_blocks,
+};
 pub use sensitivity::{
     Allocation, Budget, CurvePoint, LayerCurve, LayerSparsities, Sensitivity, SensitivityAnalysis,
     SigmaThreshold,
