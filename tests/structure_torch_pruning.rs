@@ -1,0 +1,149 @@
+//! shears' dependency groups and compaction against Torch-Pruning (DepGraph) on the fixtures of
+//! tests/fixtures/structure/make_torch_pruning_fixture.py: conv → BN → ReLU → conv, and a
+//! residual pair. For each, the same layers are coupled on the same side with the same
+//! channels, the pruned tensors have the same shapes, and the compacted network computes
+//! Torch-Pruning's pruned model's output.
+
+#[allow(dead_code)]
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use common::read_f32_tensors;
+use ndarray::ArrayD;
+use shears::graph::{Conv2d, Network};
+use shears::structure::{ChannelRemoval, DependencyGroups, SliceRole};
+use shears::{NetworkBuilder, Params};
+
+fn fixture(case: &str) -> (serde_json::Value, Params, ArrayD<f32>, ArrayD<f32>) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/structure");
+    let json = std::fs::read_to_string(dir.join(format!("{case}.json"))).expect("fixture json");
+    let meta: serde_json::Value = serde_json::from_str(&json).expect("valid json");
+    let mut params = Params::new();
+    let (mut input, mut output) = (None, None);
+    for (name, t) in read_f32_tensors(&dir.join(format!("{case}.safetensors"))) {
+        match name.as_str() {
+            common::INPUT => input = Some(t),
+            common::OUTPUT => output = Some(t),
+            _ => {
+                params.insert(name, t);
+            }
+        }
+    }
+    (meta, params, input.unwrap(), output.unwrap())
+}
+
+fn conv(cin: usize, cout: usize, k: usize) -> Conv2d {
+    Conv2d::new(cin, cout, k).padding(k / 2)
+}
+
+fn check(case: &str, builder: NetworkBuilder) {
+    let (meta, params, input, output) = fixture(case);
+    let net = builder.build(params).unwrap();
+    let root = meta["root"].as_str().unwrap();
+    let pruned: Vec<usize> = meta["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+
+    // The same layers coupled, on the same side, with the same channels.
+    let groups = DependencyGroups::of(&net).unwrap();
+    let group = groups
+        .groups()
+        .iter()
+        .find(|g| g.producers().iter().any(|p| p == root))
+        .unwrap();
+    let ours: BTreeSet<(String, &str)> = group
+        .slices()
+        .iter()
+        .map(|s| {
+            let side = if s.role == SliceRole::Consumer {
+                "in"
+            } else {
+                "out"
+            };
+            (s.node.clone(), side)
+        })
+        .collect();
+    let theirs: BTreeSet<(String, &str)> = meta["coupled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let idxs: Vec<usize> = d["idxs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(
+                idxs, pruned,
+                "{case}: Torch-Pruning maps channels one to one"
+            );
+            let side = if d["side"] == "in" { "in" } else { "out" };
+            (d["layer"].as_str().unwrap().to_string(), side)
+        })
+        .collect();
+    assert_eq!(ours, theirs, "{case}: coupled layers");
+
+    // The same shapes after pruning.
+    let removal = [ChannelRemoval {
+        group: group.name().to_string(),
+        channels: pruned,
+    }];
+    let small = groups.compact(&net, &removal).unwrap();
+    let shapes = meta["shapes"].as_object().unwrap();
+    assert_eq!(shapes.len(), small.params().len(), "{case}: tensors");
+    for (name, shape) in shapes {
+        let want: Vec<usize> = shape
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(
+            small.params().get(name).unwrap().shape(),
+            want.as_slice(),
+            "{case}: {name}"
+        );
+    }
+
+    // The same function.
+    let got = small.forward(input.view()).unwrap();
+    assert_eq!(got.shape(), output.shape());
+    let scale = output.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (a, b) in got.iter().zip(&output) {
+        assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{case}: {a} vs {b}");
+    }
+}
+
+#[test]
+fn conv_bn_relu_conv_matches_torch_pruning() {
+    check(
+        "conv_bn_relu_conv",
+        Network::builder(&[3, 6, 6])
+            .conv2d("conv1", conv(3, 8, 3))
+            .batch_norm2d("bn1", 8)
+            .relu("relu1")
+            .conv2d("conv2", conv(8, 4, 3)),
+    );
+}
+
+#[test]
+fn residual_pair_matches_torch_pruning() {
+    check(
+        "residual_pair",
+        Network::builder(&[3, 6, 6])
+            .conv2d("conv_a", conv(3, 8, 3))
+            .batch_norm2d("bn_a", 8)
+            .relu("relu_a")
+            .conv2d("conv_b", conv(8, 8, 3))
+            .batch_norm2d("bn_b", 8)
+            .add("sum", &["relu_a", "bn_b"])
+            .relu("relu")
+            .conv2d("conv_c", conv(8, 4, 1)),
+    );
+}
