@@ -741,7 +741,10 @@ mod tests {
                 .with_stats(s.clone())
         };
         // a..rb first; b..rb overlaps it; c ties with b and comes later but does not overlap.
-        assert_eq!(strategy(2).decide(&net).unwrap().removed, [ab.clone(), c.clone()]);
+        assert_eq!(
+            strategy(2).decide(&net).unwrap().removed,
+            [ab.clone(), c.clone()]
+        );
         assert!(matches!(
             strategy(5).decide(&net),
             Err(Error::CountTooLarge {
