@@ -170,7 +170,7 @@ impl fmt::Display for WearableReport {
         let bytes = |b: Option<usize>| b.map_or_else(|| "-".to_owned(), kib);
         writeln!(
             f,
-            "{:<22} {:<30} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
+            "{:<22} {:<34} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
             "strategy",
             "setting",
             "sparsity",
@@ -186,7 +186,7 @@ impl fmt::Display for WearableReport {
         let d = &self.dense;
         writeln!(
             f,
-            "{:<22} {:<30} {:>7}% {:>8} {:>9} {:>9} {:>9} {:>8.3} {:>7}% {:>7}% {:>8.1}",
+            "{:<22} {:<34} {:>7}% {:>8} {:>9} {:>9} {:>9} {:>8.3} {:>7}% {:>7}% {:>8.1}",
             "dense",
             "",
             percent(0.0),
@@ -202,7 +202,7 @@ impl fmt::Display for WearableReport {
         for r in &self.rows {
             writeln!(
                 f,
-                "{:<22} {:<30} {:>7}% {:>8} {:>9} {:>9} {:>9} {:>8.3} {:>7}% {:>7}% {:>8.1}",
+                "{:<22} {:<34} {:>7}% {:>8} {:>9} {:>9} {:>9} {:>8.3} {:>7}% {:>7}% {:>8.1}",
                 r.strategy,
                 r.setting,
                 percent(r.sparsity),
