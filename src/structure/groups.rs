@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{Layer, Network, ParamRole, Source};
 
-/// What a [`Slice`] is to the channel it follows.
+/// What a [`ParamSlice`] is to the channel it follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SliceRole {
@@ -23,7 +23,7 @@ pub enum SliceRole {
 /// channel is `L` consecutive inputs of the next Linear; a depthwise convolution with channel
 /// multiplier `m` turns one channel into `m`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Slice {
+pub struct ParamSlice {
     /// The parameter's name (`conv2.weight`).
     pub tensor: String,
     /// The node the parameter belongs to.
@@ -49,7 +49,7 @@ pub struct Group {
     name: String,
     channels: usize,
     producers: Vec<String>,
-    slices: Vec<Slice>,
+    slices: Vec<ParamSlice>,
     activations: Vec<(String, usize)>,
     blocked: Option<String>,
 }
@@ -72,7 +72,7 @@ impl Group {
     }
 
     /// Every parameter slice that follows a unit of the group.
-    pub fn slices(&self) -> &[Slice] {
+    pub fn slices(&self) -> &[ParamSlice] {
         &self.slices
     }
 
@@ -111,7 +111,7 @@ struct Origin {
     name: String,
     channels: usize,
     parent: usize,
-    slices: Vec<Slice>,
+    slices: Vec<ParamSlice>,
     activations: Vec<(String, usize)>,
     blocked: Option<String>,
 }
@@ -148,7 +148,7 @@ impl Analysis<'_> {
 
     fn slice(&mut self, s: Space, node: usize, param: ParamRole, role: SliceRole, axis: usize) {
         let name = &self.net.nodes()[node].name;
-        self.origins[s.origin].slices.push(Slice {
+        self.origins[s.origin].slices.push(ParamSlice {
             tensor: format!("{name}.{}", param.suffix()),
             node: name.clone(),
             param,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
-use super::groups::{Group, Slice, SliceRole};
+use super::groups::{Group, ParamSlice, SliceRole};
 use crate::calibrate::Stats;
 use crate::error::{Error, Result};
 use crate::graph::{Network, ParamRole};
@@ -172,7 +172,7 @@ impl Importance {
     /// missing, [`Error::ShapeMismatch`] for scores of the wrong shape or length,
     /// [`Error::NonFinite`] for a NaN or infinite score.
     pub fn scores(&self, net: &Network, group: &Group) -> Result<Option<Vec<f32>>> {
-        let weights = |role: &dyn Fn(&Slice) -> bool| {
+        let weights = |role: &dyn Fn(&ParamSlice) -> bool| {
             group
                 .slices()
                 .iter()
@@ -252,7 +252,7 @@ impl Importance {
 }
 
 /// Per unit: `Σ |x|` (or `Σ x²`) over the unit's elements of the slice.
-fn slice_sums(values: &Params, s: &Slice, units: usize, squared: bool) -> Result<Vec<f32>> {
+fn slice_sums(values: &Params, s: &ParamSlice, units: usize, squared: bool) -> Result<Vec<f32>> {
     let t = values.get(&s.tensor).ok_or_else(|| Error::UnknownTensor {
         name: s.tensor.clone(),
     })?;
@@ -279,7 +279,7 @@ fn slice_sums(values: &Params, s: &Slice, units: usize, squared: bool) -> Result
 }
 
 /// FPGM over the rows of a producer slice: unit `i` scores `Σ_j ‖v_i − v_j‖₂`.
-fn fpgm(values: &Params, s: &Slice, units: usize) -> Result<Vec<f32>> {
+fn fpgm(values: &Params, s: &ParamSlice, units: usize) -> Result<Vec<f32>> {
     let w = values
         .slice(&s.tensor)
         .ok_or_else(|| Error::UnknownTensor {

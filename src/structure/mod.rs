@@ -31,5 +31,5 @@ mod importance;
 mod tests;
 
 pub use compact::ChannelRemoval;
-pub use groups::{DependencyGroups, Group, Slice, SliceRole};
+pub use groups::{DependencyGroups, Group, ParamSlice, SliceRole};
 pub use importance::{GroupCriterion, GroupScore, Importance, Normalizer, Reduction};

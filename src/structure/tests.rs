@@ -280,19 +280,21 @@ fn random_net(kind: u8, seed: u64) -> Network {
                 .linear("fc", c, 3)
         }
         _ => {
-            let (c0, c1, m, c3) = (w(1, 3), 2 * w(1, 3), w(1, 2), w(2, 4));
+            // pw's channels pass the depthwise convolution (multiplier m) to conv; the grouped
+            // convolution blocks conv's group.
+            let (c0, c1, m, c3) = (w(1, 3), w(2, 4), w(1, 2), w(1, 3));
             Network::builder(&[c0, 8])
                 .conv1d("pw", Conv1d::new(c0, c1, 1))
                 .relu("r0")
                 .conv1d("dw", Conv1d::new(c1, c1 * m, 3).groups(c1).padding(1))
                 .batch_norm1d("bn", c1 * m)
                 .relu("r1")
-                .conv1d("grp", Conv1d::new(c1 * m, 2 * c3, 3).groups(2))
+                .conv1d("conv", Conv1d::new(c1 * m, 2 * c3, 3))
                 .relu("r2")
-                .conv1d("conv", Conv1d::new(2 * c3, c3, 1))
+                .conv1d("grp", Conv1d::new(2 * c3, 2 * c3, 3).groups(2))
                 .relu("r3")
                 .global_avg_pool("gap")
-                .linear("fc", c3, 2)
+                .linear("fc", 2 * c3, 2)
         }
     };
     let mut net = b.build_init(seed).unwrap();
