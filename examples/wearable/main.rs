@@ -11,6 +11,7 @@
 //! `target/wearable/report.json` and the chart `target/wearable/accuracy.svg`. Everything is
 //! seeded: two runs give the same accuracies (latencies are measured, so they vary).
 
+mod layer_difference;
 mod sensitivity;
 mod structure;
 mod weight;
@@ -138,10 +139,11 @@ fn main() -> Result<()> {
     );
     let mut report = WearableReport::new(dense);
 
-    let families: [(&str, Family); 3] = [
+    let families: [(&str, Family); 4] = [
         ("weight", weight::rows),
         ("sensitivity", sensitivity::rows),
         ("structure-sensitivity", structure::rows),
+        ("layer-difference", layer_difference::rows),
     ];
     // On a terminal only: indicatif hides the bar when stderr is not one.
     let progress = ProgressBar::new(families.len() as u64).with_style(
