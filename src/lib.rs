@@ -7,23 +7,50 @@
 //! The data flow, one module per step, every arrow a plain value you can inspect and save:
 //!
 //! ```text
-//! safetensors checkpoint + JSON spec ─► Network (graph)      ─► forward, shapes, FLOPs
-//! Params + MaskSet ─► PruneStrategy::plan (strategy) ─► Plan ─► apply (mask) ─► save (io)
-//!                     └── scores ranked by the selection engine (select)
+//! checkpoint + JSON spec ─► Network (graph) ─► calibrate (activations) / train (gradients)
+//!   ─► PruneStrategy::plan(&Context) (strategy) ─► Plan: masks, channel removals, blocks
+//!   ─► apply (mask) or compact (structure) ─► fine-tune holding the masks (train)
+//!   ─► evaluate, report ─► save (io)          schedule::Pruner repeats it step by step
 //! ```
 //!
-//! - [`strategy`]: the [`PruneStrategy`](strategy::PruneStrategy) trait and
-//!   [`WeightPruning`](strategy::WeightPruning): magnitude, random, importance or custom scores, by
-//!   element, channel or N:M, per layer, per row or globally.
+//! # Concepts, in brief (the full guide is `docs/guide.md`)
+//!
+//! - **Units and scope.** What is removed (a weight, a channel, an N:M group member, a filter
+//!   with every coupled slice, a whole block) and what it is ranked against (its tensor, its
+//!   output row, or every selected tensor at once).
+//! - **Amounts.** [`Amount::Sparsity`] prunes a fraction of what *remains*, rounded half to even
+//!   as PyTorch does; `Count`, `Threshold` and `Target` are exact too. Ties go by flat index.
+//! - **Masks and compaction.** Masks compose without ever reviving a weight and hold through
+//!   fine-tuning; but only removing whole structures ([`structure`], layer difference) makes a
+//!   dense model smaller and faster, and [`report`] measures both.
+//! - **Data.** [`calibrate`] streams batches to collect what data-aware criteria need;
+//!   [`train`] trains, fine-tunes and accumulates gradient scores.
+//!
+//! # Modules
+//!
+//! - [`strategy`]: the [`PruneStrategy`](strategy::PruneStrategy) trait and the strategies:
+//!   weight ([`WeightPruning`](strategy::WeightPruning): magnitude, random, importance or custom
+//!   scores, by element, channel or N:M, per layer, per row or globally), sensitivity
+//!   ([`SensitivityAnalysis`](strategy::SensitivityAnalysis), allocation, s·σ, Taylor, SNIP),
+//!   structure sensitivity
+//!   ([`StructureSensitivity`](strategy::StructureSensitivity)) and layer difference
+//!   ([`LayerDifference`](strategy::LayerDifference)); and their [`Composition`](strategy::Composition).
 //! - [`schedule`]: one-shot, iterative and AGP schedules, and the [`Pruner`](schedule::Pruner)
 //!   loop that plans, applies, fine-tunes and evaluates step by step, with observers.
+//! - [`structure`]: dependency groups, group importance, physical compaction.
 //! - [`select`]: exact-k and threshold selection over many tensors at once, O(n), no sorting.
 //! - [`mask`]: keep-masks that compose without ever reviving a pruned weight.
 //! - [`graph`]: the layer graph, PyTorch layouts and names, batched forward and backward passes.
+//! - [`calibrate`]: activation statistics (input norms, APoZ, block similarity), streaming.
 //! - [`train`]: losses, SGD and Adam, training and mask-preserving fine-tuning, evaluation, and
 //!   the gradient statistics (Taylor, SNIP, Fisher) that gradient-based criteria rank by.
+//! - [`report`]: parameters, bytes (dense, compacted, CSR), FLOPs, latency, tables and charts.
 //! - [`io`]: safetensors in and out, original dtypes and metadata kept, atomic writes.
+//! - [`data`]: datasets, and the bundled HAPT activity windows.
 //! - [`amount`]: fractions, counts, thresholds and targets, with PyTorch's rounding.
+//!
+//! Features: `rayon` and `serde` (default), `sparse` (CSR sizes and export through sprs), `plot`
+//! (SVG charts through plotters), `cli` (the `shears` command).
 //!
 //! Exact semantics are in `docs/semantics.md`; every one of them is pinned by a test.
 //!

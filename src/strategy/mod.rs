@@ -3,6 +3,22 @@
 //! A [`PruneStrategy`] reads a [`Context`] (the weights, the masks so far) and returns a [`Plan`]:
 //! plain data that can be inspected, saved, and applied. Keeping the decision pure makes
 //! strategies composable and their plans reproducible.
+//!
+//! The strategies (formulas, references and exact rules in `docs/strategies.md`):
+//!
+//! - **weight**: [`WeightPruning`], by magnitude, random keys, importance scores or any
+//!   [`ElementScore`], per element, channel or N:M group, per layer, row or globally.
+//! - **sensitivity**: [`SensitivityAnalysis`] measures how a metric responds to pruning each
+//!   layer alone; [`Sensitivity::allocate`] turns the curves into per-layer sparsities for a
+//!   global target, pruned by [`LayerSparsities`]; [`SigmaThreshold`] prunes `|w| ≤ s·σ` (Distiller);
+//!   [`Criterion::taylor`] and [`Criterion::snip`] rank by gradient saliency.
+//! - **structure sensitivity**: [`StructureSensitivity`] removes filters, channels and neurons
+//!   with every coupled slice ([`crate::structure`]); [`Plan::compact`] builds the smaller network.
+//! - **layer difference**: [`LayerDifference`] removes whole blocks by Block Influence, angular
+//!   distance or weight distance, replacing them with the identity.
+//!
+//! [`Composition`] runs several as one; [`crate::schedule`] runs any of them step by step with
+//! fine-tuning in between.
 
 mod compose;
 mod filter;
