@@ -166,15 +166,6 @@ impl LayerPlan {
         }
         Ok(masks)
     }
-
-    /// Fraction of the scored blocks that the plan removes (runs count their blocks).
-    pub fn removed_fraction(&self) -> f64 {
-        let scored = match self.removal {
-            Removal::Lowest(_) => self.scores.len(),
-            Removal::Run(n) => self.scores.len() + n - 1,
-        };
-        self.removed.len() as f64 / scored.max(1) as f64
-    }
 }
 
 /// The layer-difference strategy (see the [module docs](self)).
