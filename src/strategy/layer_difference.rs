@@ -1,73 +1,4 @@
-//! Layer difference: remove whole blocks whose output barely differs from their input, replacing
-//! them with the identity.
-//!
-//! # Blocks
-//!
-//! The units scored and removed are [`Block`]s, runs of nodes from one input to an output of the
-//! same shape (see [`candidate_blocks`]). Unless given with [`LayerDifference::blocks`], they are
-//! [`layer_blocks`]: every residual block, and every parametrised layer together with the
-//! element-wise activations that follow it (`conv3` + `relu3`), wherever that run keeps its
-//! input's shape.
-//!
-//! # Scores ([`BlockMetric`])
-//!
-//! - **Block Influence** (ShortGPT, Men et al. 2024, arXiv:2403.03853):
-//!   `BI = 1 − E[cos(x_in, x_out)]`, the expectation over every calibration token (a position's
-//!   channel vector, or a sample's feature vector for `[batch, F]` values), as
-//!   [`BlockSimilarity::block_influence`](crate::calibrate::BlockSimilarity::block_influence).
-//! - **Angular distance** (Gromov et al. 2024, arXiv:2403.17887): `E[arccos(cos(x_in, x_out)) / π]`
-//!   over the same tokens (Gromov et al. take the last token of each sequence; here every token
-//!   counts, as for BI).
-//! - **Weight distance** (data-free): for a block, `W_b` is the weight of its first Linear or Conv
-//!   node and `W_a` the weight of the nearest Linear or Conv node before it in the network whose
-//!   weight has the same shape; the score is `‖W_b − W_a‖_F / ‖W_a‖_F`. A low score means the
-//!   block's layer nearly repeats an earlier one. Blocks without such an earlier layer are not
-//!   scored (and never removed).
-//!
-//! The two data metrics need calibration: [`LayerDifference::calibration`] says which blocks to
-//! collect, [`LayerDifference::with_stats`] hands over the result.
-//!
-//! # Removal ([`Removal`])
-//!
-//! - `Lowest(k)`: the `k` lowest-scoring blocks, one shot, wherever they are (ShortGPT). Blocks
-//!   are taken in ascending score (ties: earlier block first), skipping any that overlaps one
-//!   already taken.
-//! - `Run(n)`: the `n` consecutive blocks (each reading the previous one's output) whose run
-//!   changes its input least (Gromov et al.): `ℓ* = argmin_ℓ d(x^ℓ, x^{ℓ+n})`, with `x^ℓ` the input
-//!   of block `ℓ` (the paper's definition) and `d` the metric measured over the block spanning
-//!   blocks `ℓ..ℓ+n−1`; ties go to the earliest run. Needs a data metric.
-//!
-//! [`LayerPlan::apply`] (or [`remove_blocks`]) then builds a smaller [`Network`]: the last node of
-//! each removed block becomes an [`Identity`](Layer::Identity) reading the block's input, the
-//! other nodes and all parameters of the block are dropped, and the spec says so.
-//!
-//! ```
-//! use ndarray::{ArrayD, IxDyn};
-//! use shears::calibrate::Block;
-//! use shears::data::{Dataset, Targets};
-//! use shears::graph::{Conv1d, Layer, Network};
-//! use shears::strategy::{BlockMetric, LayerDifference, Removal};
-//!
-//! let net = Network::builder(&[4, 16])
-//!     .conv1d("conv1", Conv1d::new(4, 8, 3).padding(1))
-//!     .relu("relu1")
-//!     .conv1d("conv2", Conv1d::new(8, 8, 3).padding(1))
-//!     .relu("relu2")
-//!     .global_avg_pool("gap")
-//!     .linear("fc", 8, 3)
-//!     .build_init(0)?;
-//! let x = ArrayD::from_shape_fn(IxDyn(&[10, 4, 16]), |i| ((i[0] + 2 * i[1] + i[2]) % 5) as f32 - 2.0);
-//! let data = Dataset::new(x, Targets::Classes(vec![0; 10]))?;
-//!
-//! let strategy = LayerDifference::new(BlockMetric::BlockInfluence, Removal::Lowest(1));
-//! let stats = strategy.calibration(&net)?.run(&net, &data)?;
-//! let plan = strategy.with_stats(stats).decide(&net)?;
-//! assert_eq!(plan.removed, [Block::new("conv2", "relu2")]);
-//! let smaller = plan.apply(&net)?;
-//! assert_eq!(smaller.node("relu2").unwrap().layer, Layer::Identity);
-//! assert!(smaller.node("conv2").is_none() && smaller.params().get("conv2.weight").is_none());
-//! # Ok::<(), shears::Error>(())
-//! ```
+//! The layer-difference strategy: whole blocks replaced by the identity; see [`LayerDifference`].
 
 use std::collections::HashSet;
 
@@ -168,7 +99,76 @@ impl LayerPlan {
     }
 }
 
-/// The layer-difference strategy (see the [module docs](self)).
+/// Layer difference: remove whole blocks whose output barely differs from their input, replacing
+/// them with the identity.
+///
+/// # Blocks
+///
+/// The units scored and removed are [`Block`]s, runs of nodes from one input to an output of the
+/// same shape (see [`candidate_blocks`]). Unless given with [`LayerDifference::blocks`], they are
+/// [`layer_blocks`]: every residual block, and every parametrised layer together with the
+/// element-wise activations that follow it (`conv3` + `relu3`), wherever that run keeps its
+/// input's shape.
+///
+/// # Scores ([`BlockMetric`])
+///
+/// - **Block Influence** (ShortGPT, Men et al. 2024, arXiv:2403.03853):
+///   `BI = 1 − E[cos(x_in, x_out)]`, the expectation over every calibration token (a position's
+///   channel vector, or a sample's feature vector for `[batch, F]` values), as
+///   [`BlockSimilarity::block_influence`](crate::calibrate::BlockSimilarity::block_influence).
+/// - **Angular distance** (Gromov et al. 2024, arXiv:2403.17887): `E[arccos(cos(x_in, x_out)) / π]`
+///   over the same tokens (Gromov et al. take the last token of each sequence; here every token
+///   counts, as for BI).
+/// - **Weight distance** (data-free): for a block, `W_b` is the weight of its first Linear or Conv
+///   node and `W_a` the weight of the nearest Linear or Conv node before it in the network whose
+///   weight has the same shape; the score is `‖W_b − W_a‖_F / ‖W_a‖_F`. A low score means the
+///   block's layer nearly repeats an earlier one. Blocks without such an earlier layer are not
+///   scored (and never removed).
+///
+/// The two data metrics need calibration: [`LayerDifference::calibration`] says which blocks to
+/// collect, [`LayerDifference::with_stats`] hands over the result.
+///
+/// # Removal ([`Removal`])
+///
+/// - `Lowest(k)`: the `k` lowest-scoring blocks, one shot, wherever they are (ShortGPT). Blocks
+///   are taken in ascending score (ties: earlier block first), skipping any that overlaps one
+///   already taken.
+/// - `Run(n)`: the `n` consecutive blocks (each reading the previous one's output) whose run
+///   changes its input least (Gromov et al.): `ℓ* = argmin_ℓ d(x^ℓ, x^{ℓ+n})`, with `x^ℓ` the input
+///   of block `ℓ` (the paper's definition) and `d` the metric measured over the block spanning
+///   blocks `ℓ..ℓ+n−1`; ties go to the earliest run. Needs a data metric.
+///
+/// [`LayerPlan::apply`] (or [`remove_blocks`]) then builds a smaller [`Network`]: the last node of
+/// each removed block becomes an [`Identity`](Layer::Identity) reading the block's input, the
+/// other nodes and all parameters of the block are dropped, and the spec says so.
+///
+/// ```
+/// use ndarray::{ArrayD, IxDyn};
+/// use shears::calibrate::Block;
+/// use shears::data::{Dataset, Targets};
+/// use shears::graph::{Conv1d, Layer, Network};
+/// use shears::strategy::{BlockMetric, LayerDifference, Removal};
+///
+/// let net = Network::builder(&[4, 16])
+///     .conv1d("conv1", Conv1d::new(4, 8, 3).padding(1))
+///     .relu("relu1")
+///     .conv1d("conv2", Conv1d::new(8, 8, 3).padding(1))
+///     .relu("relu2")
+///     .global_avg_pool("gap")
+///     .linear("fc", 8, 3)
+///     .build_init(0)?;
+/// let x = ArrayD::from_shape_fn(IxDyn(&[10, 4, 16]), |i| ((i[0] + 2 * i[1] + i[2]) % 5) as f32 - 2.0);
+/// let data = Dataset::new(x, Targets::Classes(vec![0; 10]))?;
+///
+/// let strategy = LayerDifference::new(BlockMetric::BlockInfluence, Removal::Lowest(1));
+/// let stats = strategy.calibration(&net)?.run(&net, &data)?;
+/// let plan = strategy.with_stats(stats).decide(&net)?;
+/// assert_eq!(plan.removed, [Block::new("conv2", "relu2")]);
+/// let smaller = plan.apply(&net)?;
+/// assert_eq!(smaller.node("relu2").unwrap().layer, Layer::Identity);
+/// assert!(smaller.node("conv2").is_none() && smaller.params().get("conv2.weight").is_none());
+/// # Ok::<(), shears::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct LayerDifference {
     metric: BlockMetric,
@@ -575,7 +575,7 @@ fn runs(net: &Network, units: &[Block], n: usize) -> Result<Vec<(usize, Block)>>
     Ok(runs)
 }
 
-/// `‖W_b − W_a‖_F / ‖W_a‖_F` for `block` (see the [module docs](self)), or `None` when it has no
+/// `‖W_b − W_a‖_F / ‖W_a‖_F` for `block` (see [`LayerDifference`]), or `None` when it has no
 /// Linear or Conv node or no earlier node's weight has the shape of its first one.
 fn weight_distance(net: &Network, block: &Block) -> Result<Option<f64>> {
     let (first, last) = block.resolve(net)?;
