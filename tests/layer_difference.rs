@@ -4,6 +4,7 @@
 //! computing nearly what the original did.
 
 use ndarray::{ArrayD, IxDyn};
+use proptest::prelude::*;
 use serde_json::Value;
 use shears::calibrate::Block;
 use shears::data::{Dataset, Targets};
@@ -212,4 +213,67 @@ fn plans_serialise() {
     let json = serde_json::to_string(&plan).unwrap();
     let back: shears::strategy::LayerPlan = serde_json::from_str(&json).unwrap();
     assert_eq!(back, plan);
+}
+
+/// A chain of `4 -> 4` Linear layers, each followed by a ReLU where `relu[i]`, then a `4 -> 2`
+/// head.
+fn chain(relu: &[bool], seed: u64) -> Network {
+    let mut builder = Network::builder(&[4]);
+    for (i, &r) in relu.iter().enumerate() {
+        builder = builder.linear(format!("fc{i}"), 4, 4);
+        if r {
+            builder = builder.relu(format!("act{i}"));
+        }
+    }
+    builder.linear("head", 4, 2).build_init(seed).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Removing any set of the default blocks keeps the output shape, drops exactly their
+    /// parameters, leaves every other parameter untouched, and gives the same network whether the
+    /// blocks go at once or one after the other.
+    #[test]
+    fn removal_drops_exactly_the_blocks(
+        relu in prop::collection::vec(any::<bool>(), 1..6),
+        pick in prop::collection::vec(any::<bool>(), 6),
+        seed in 0u64..1000,
+    ) {
+        let net = chain(&relu, seed);
+        let units = layer_blocks(&net);
+        prop_assert_eq!(units.len(), relu.len());
+        let chosen: Vec<Block> = units
+            .iter()
+            .zip(&pick)
+            .filter(|&(_, &p)| p)
+            .map(|(b, _)| b.clone())
+            .collect();
+        let at_once = shears::strategy::remove_blocks(&net, &chosen).unwrap();
+        let mut one_by_one = net.clone();
+        for block in &chosen {
+            one_by_one = shears::strategy::remove_blocks(&one_by_one, std::slice::from_ref(block))
+                .unwrap();
+        }
+        prop_assert_eq!(at_once.spec(), one_by_one.spec());
+        prop_assert_eq!(at_once.params(), one_by_one.params());
+        prop_assert_eq!(at_once.num_params(), net.num_params() - 20 * chosen.len());
+        for (name, w) in at_once.params().iter() {
+            prop_assert_eq!(Some(w), net.params().get(name));
+        }
+        let x = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] + i[1]) as f32 - 2.0);
+        let head = at_once.forward(x.view()).unwrap();
+        prop_assert_eq!(head.shape(), &[3, 2]);
+        // With every block removed (each ReLU goes with its layer), only the head is left.
+        if chosen.len() == units.len() {
+            let w = net.params().get("head.weight").unwrap();
+            let b = net.params().get("head.bias").unwrap();
+            for r in 0..3 {
+                for o in 0..2 {
+                    let y: f32 = (0..4).map(|j| w[[o, j]] * x[[r, j]]).sum::<f32>() + b[[o]];
+                    prop_assert!((head[[r, o]] - y).abs() < 1e-5);
+                }
+            }
+        }
+    }
 }

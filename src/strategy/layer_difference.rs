@@ -1,4 +1,4 @@
-//! Layer difference: remove whole blocks whose output barely differs from their input.
+//! The layer-difference strategy: whole blocks replaced by the identity; see [`LayerDifference`].
 
 use std::collections::HashSet;
 
@@ -96,15 +96,6 @@ impl LayerPlan {
             }
         }
         Ok(masks)
-    }
-
-    /// Fraction of the scored blocks that the plan removes (runs count their blocks).
-    pub fn removed_fraction(&self) -> f64 {
-        let scored = match self.removal {
-            Removal::Lowest(_) => self.scores.len(),
-            Removal::Run(n) => self.scores.len() + n - 1,
-        };
-        self.removed.len() as f64 / scored.max(1) as f64
     }
 }
 
@@ -584,7 +575,7 @@ fn runs(net: &Network, units: &[Block], n: usize) -> Result<Vec<(usize, Block)>>
     Ok(runs)
 }
 
-/// `‖W_b − W_a‖_F / ‖W_a‖_F` for `block` (see the [module docs](self)), or `None` when it has no
+/// `‖W_b − W_a‖_F / ‖W_a‖_F` for `block` (see [`LayerDifference`]), or `None` when it has no
 /// Linear or Conv node or no earlier node's weight has the shape of its first one.
 fn weight_distance(net: &Network, block: &Block) -> Result<Option<f64>> {
     let (first, last) = block.resolve(net)?;
