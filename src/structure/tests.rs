@@ -406,3 +406,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_linear_over_another_axis_blocks() {
+    // fc reads the last axis (L) of conv's [C, L] output, not its channels.
+    let net = Network::builder(&[2, 6])
+        .conv1d("conv", Conv1d::new(2, 3, 1))
+        .linear("fc", 6, 4)
+        .flatten("flat")
+        .linear("out", 12, 2)
+        .build_init(0)
+        .unwrap();
+    let groups = DependencyGroups::of(&net).unwrap();
+    assert!(
+        groups
+            .get("conv")
+            .unwrap()
+            .blocked()
+            .unwrap()
+            .contains("another axis")
+    );
+    // fc's own outputs run along the last axis, which Flatten interleaves with the channels.
+    assert!(
+        groups
+            .get("fc")
+            .unwrap()
+            .blocked()
+            .unwrap()
+            .contains("flatten")
+    );
+}
+
+#[test]
+fn autotraits() {
+    fn has_autotraits<T: Send + Sync + Sized + Unpin + Clone + std::fmt::Debug>() {}
+    has_autotraits::<DependencyGroups>();
+    has_autotraits::<Group>();
+    has_autotraits::<ParamSlice>();
+    has_autotraits::<ChannelRemoval>();
+    has_autotraits::<Importance>();
+    has_autotraits::<crate::strategy::StructureSensitivity>();
+}
