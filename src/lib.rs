@@ -16,6 +16,8 @@
 //!   [`WeightPruning`](strategy::WeightPruning): magnitude, random, importance or custom scores, by
 //!   element, channel or N:M, per layer, per row or globally.
 //! - [`select`]: exact-k and threshold selection over many tensors at once, O(n), no sorting.
+//! - [`structure`]: dependency groups of channels and neurons, their importance, and compaction
+//!   into a smaller dense network ([`StructureSensitivity`](strategy::StructureSensitivity) plans it).
 //! - [`mask`]: keep-masks that compose without ever reviving a pruned weight.
 //! - [`graph`]: the layer graph, PyTorch layouts and names, batched forward and backward passes.
 //! - [`train`]: losses, SGD and Adam, training and mask-preserving fine-tuning, evaluation, and
