@@ -226,7 +226,7 @@ fn flatten_maps_a_channel_to_consecutive_inputs() {
 
 /// A small random network of one of four kinds: MLP, CNN with BatchNorm, residual blocks,
 /// grouped and depthwise convolutions.
-fn random_net(kind: u8, seed: u64) -> Network {
+pub(crate) fn random_net(kind: u8, seed: u64) -> Network {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut w = |lo: usize, hi: usize| rng.random_range(lo..=hi);
     let b = match kind {
