@@ -39,6 +39,8 @@
 //!   loop that plans, applies, fine-tunes and evaluates step by step, with observers.
 //! - [`structure`]: dependency groups, group importance, physical compaction.
 //! - [`select`]: exact-k and threshold selection over many tensors at once, O(n), no sorting.
+//! - [`structure`]: dependency groups of channels and neurons, their importance, and compaction
+//!   into a smaller dense network ([`StructureSensitivity`](strategy::StructureSensitivity) plans it).
 //! - [`mask`]: keep-masks that compose without ever reviving a pruned weight.
 //! - [`graph`]: the layer graph, PyTorch layouts and names, batched forward and backward passes.
 //! - [`calibrate`]: activation statistics (input norms, APoZ, block similarity), streaming.

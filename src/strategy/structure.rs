@@ -548,3 +548,48 @@ mod tests {
         assert_eq!(back, p);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::structure::tests::random_net;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// A global channel target removes exactly `round_half_even(f · n)` channels of the
+        /// prunable groups, never below a floor, and its masks are what compaction removes.
+        #[test]
+        fn global_channel_targets_are_exact(
+            kind in 0u8..4,
+            seed in any::<u64>(),
+            f in 0.0f64..0.9,
+            floor in 1usize..3,
+        ) {
+            let net = random_net(kind, seed);
+            let groups = DependencyGroups::of(&net).unwrap();
+            let n: usize = groups.prunable().map(|g| g.channels()).sum();
+            let cap: usize = groups.prunable().map(|g| g.channels().saturating_sub(floor)).sum();
+            let k = CountRule::TiesEven.count(f, n);
+            let result = StructureSensitivity::new(StructureTarget::Channels(f))
+                .min_channels(floor)
+                .plan(&Context::for_network(&net));
+            if k > cap {
+                let refused = matches!(result, Err(Error::CountTooLarge { .. }));
+                prop_assert!(refused);
+                return Ok(());
+            }
+            let plan = result.unwrap();
+            let removed: usize = plan.removals.iter().map(|r| r.channels.len()).sum();
+            prop_assert_eq!(removed, k);
+            for r in &plan.removals {
+                let g = groups.get(&r.group).unwrap();
+                prop_assert!(g.channels() - r.channels.len() >= floor.min(g.channels()));
+            }
+            let small = plan.compact(&net).unwrap();
+            prop_assert_eq!(small.num_params(), net.num_params() - plan.masks.pruned());
+        }
+    }
+}

@@ -496,6 +496,31 @@ mod tests {
     }
 
     #[test]
+    fn reductions_combine_slices_per_unit() {
+        let net = net();
+        let groups = DependencyGroups::of(&net).unwrap();
+        let g = groups.get("conv").unwrap();
+        let score = |r| {
+            Importance::new(GroupCriterion::L1)
+                .reduction(r)
+                .normalizer(Normalizer::None)
+                .scores(&net, g)
+                .unwrap()
+                .unwrap()
+        };
+        let (sum, mean, max) = (
+            score(Reduction::Sum),
+            score(Reduction::Mean),
+            score(Reduction::Max),
+        );
+        // Three weight slices: conv rows, bn γ, fc columns.
+        for u in 0..3 {
+            assert!((mean[u] - sum[u] / 3.0).abs() < 1e-6);
+            assert!(max[u] <= sum[u] && max[u] >= mean[u]);
+        }
+    }
+
+    #[test]
     fn normalizers() {
         let norm = |n| {
             let mut x = vec![1.0f32, 3.0, 2.0, 2.0];

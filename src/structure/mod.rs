@@ -28,7 +28,7 @@ mod compact;
 mod groups;
 mod importance;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use compact::ChannelRemoval;
 pub use groups::{DependencyGroups, Group, ParamSlice, SliceRole};

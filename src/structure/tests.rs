@@ -226,7 +226,7 @@ fn flatten_maps_a_channel_to_consecutive_inputs() {
 
 /// A small random network of one of four kinds: MLP, CNN with BatchNorm, residual blocks,
 /// grouped and depthwise convolutions.
-fn random_net(kind: u8, seed: u64) -> Network {
+pub(crate) fn random_net(kind: u8, seed: u64) -> Network {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut w = |lo: usize, hi: usize| rng.random_range(lo..=hi);
     let b = match kind {
@@ -405,4 +405,45 @@ proptest! {
             prop_assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{} vs {}", a, b);
         }
     }
+}
+
+#[test]
+fn a_linear_over_another_axis_blocks() {
+    // fc reads the last axis (L) of conv's [C, L] output, not its channels.
+    let net = Network::builder(&[2, 6])
+        .conv1d("conv", Conv1d::new(2, 3, 1))
+        .linear("fc", 6, 4)
+        .flatten("flat")
+        .linear("out", 12, 2)
+        .build_init(0)
+        .unwrap();
+    let groups = DependencyGroups::of(&net).unwrap();
+    assert!(
+        groups
+            .get("conv")
+            .unwrap()
+            .blocked()
+            .unwrap()
+            .contains("another axis")
+    );
+    // fc's own outputs run along the last axis, which Flatten interleaves with the channels.
+    assert!(
+        groups
+            .get("fc")
+            .unwrap()
+            .blocked()
+            .unwrap()
+            .contains("flatten")
+    );
+}
+
+#[test]
+fn autotraits() {
+    fn has_autotraits<T: Send + Sync + Sized + Unpin + Clone + std::fmt::Debug>() {}
+    has_autotraits::<DependencyGroups>();
+    has_autotraits::<Group>();
+    has_autotraits::<ParamSlice>();
+    has_autotraits::<ChannelRemoval>();
+    has_autotraits::<Importance>();
+    has_autotraits::<crate::strategy::StructureSensitivity>();
 }
