@@ -32,12 +32,11 @@
 //!   weight ([`WeightPruning`](strategy::WeightPruning): magnitude, random, importance or custom
 //!   scores, by element, channel or N:M, per layer, per row or globally), sensitivity
 //!   ([`SensitivityAnalysis`](strategy::SensitivityAnalysis), allocation, s·σ, Taylor, SNIP),
-//!   structure sensitivity
-//!   ([`StructureSensitivity`](strategy::StructureSensitivity)) and layer difference
+//!   structure sensitivity ([`StructureSensitivity`](strategy::StructureSensitivity)) and layer
+//!   difference
 //!   ([`LayerDifference`](strategy::LayerDifference)); and their [`Composition`](strategy::Composition).
 //! - [`schedule`]: one-shot, iterative and AGP schedules, and the [`Pruner`](schedule::Pruner)
 //!   loop that plans, applies, fine-tunes and evaluates step by step, with observers.
-//! - [`structure`]: dependency groups, group importance, physical compaction.
 //! - [`select`]: exact-k and threshold selection over many tensors at once, O(n), no sorting.
 //! - [`structure`]: dependency groups of channels and neurons, their importance, and compaction
 //!   into a smaller dense network ([`StructureSensitivity`](strategy::StructureSensitivity) plans it).
