@@ -1,6 +1,7 @@
 //! Layer-difference rows: whole blocks of the HAPT CNN (conv3 + relu3, fc1 + relu4, the two whose
 //! input and output shapes match) ranked by Block Influence on the training windows and replaced
-//! by the identity, physically; the compacted network is then fine-tuned.
+//! by the identity, physically; the compacted network is then fine-tuned. A row's sparsity is
+//! the fraction of the dense model's parameters removed.
 
 use shears::report::ReportRow;
 use shears::strategy::{BlockMetric, LayerDifference, Removal};
@@ -19,7 +20,7 @@ pub fn rows(setup: &Setup) -> Result<Vec<ReportRow>> {
             .batch_size(256)
             .run(&setup.net, &setup.hapt.train)?;
         let plan = strategy.with_stats(stats).decide(&setup.net)?;
-        println!(
+        setup.say(format!(
             "layer difference: Block Influence {}; removing {}",
             plan.scores
                 .iter()
@@ -31,21 +32,16 @@ pub fn rows(setup: &Setup) -> Result<Vec<ReportRow>> {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        ));
         let smaller = plan.apply(&setup.net)?;
         // The row's sparsity: the fraction of the dense model's parameters removed.
         let sparsity = 1.0 - smaller.num_params() as f64 / dense;
-        let setting = format!(
-            "lowest BI {k}/{}: {} (sparsity: params removed)",
-            plan.scores.len(),
-            plan.removed
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let setting = format!("{k} of {} blocks, lowest BI", plan.scores.len());
+        let compact_bytes = shears::report::ModelSize::of(&smaller, None)?.bytes_dense;
         // Compacted: nothing left to mask.
-        rows.push(setup.row("layer-difference", setting, sparsity, smaller, None)?);
+        let mut row = setup.row("layer-difference", setting, sparsity, smaller, None)?;
+        row.bytes_compact = Some(compact_bytes);
+        rows.push(row);
     }
     Ok(rows)
 }

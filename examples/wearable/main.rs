@@ -47,6 +47,8 @@ pub struct Setup {
     pub hapt: Hapt,
     /// Fewer settings and fewer epochs, for a one-minute run.
     pub quick: bool,
+    /// The progress bar (drawn on a terminal only).
+    pub progress: ProgressBar,
 }
 
 impl Setup {
@@ -112,11 +114,24 @@ impl Setup {
         Ok(row)
     }
 
+    /// Prints a line of the families' own findings without tearing the progress bar.
+    pub fn say(&self, line: impl std::fmt::Display) {
+        self.progress.suspend(|| println!("{line}"));
+    }
+
     /// Epochs of fine-tuning per row.
     pub fn fine_tune_epochs(&self) -> usize {
         if self.quick { 1 } else { FINE_TUNE_EPOCHS }
     }
 }
+
+/// The strategy families, in report order.
+const FAMILIES: [(&str, Family); 4] = [
+    ("weight", weight::rows),
+    ("sensitivity", sensitivity::rows),
+    ("structure-sensitivity", structure::rows),
+    ("layer-difference", layer_difference::rows),
+];
 
 fn main() -> Result<()> {
     let quick = std::env::args().skip(1).any(|a| a == "--quick");
@@ -129,6 +144,10 @@ fn main() -> Result<()> {
         )?,
         hapt: HaptConfig::new().load(root.join("data/hapt-activities.safetensors"))?,
         quick,
+        // On a terminal only: indicatif hides the bar when stderr is not one.
+        progress: ProgressBar::new(FAMILIES.len() as u64).with_style(ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        )?),
     };
 
     let dense_size = ModelSize::of(&setup.net, None)?;
@@ -139,18 +158,9 @@ fn main() -> Result<()> {
     );
     let mut report = WearableReport::new(dense);
 
-    let families: [(&str, Family); 4] = [
-        ("weight", weight::rows),
-        ("sensitivity", sensitivity::rows),
-        ("structure-sensitivity", structure::rows),
-        ("layer-difference", layer_difference::rows),
-    ];
-    // On a terminal only: indicatif hides the bar when stderr is not one.
-    let progress = ProgressBar::new(families.len() as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")?,
-    );
+    let progress = &setup.progress;
     progress.enable_steady_tick(Duration::from_millis(200));
-    for (name, rows) in families {
+    for (name, rows) in FAMILIES {
         progress.set_message(format!("{name}: pruning, fine-tuning, measuring"));
         report.rows.extend(rows(&setup)?);
         progress.inc(1);

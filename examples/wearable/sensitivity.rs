@@ -37,15 +37,15 @@ pub fn rows(setup: &Setup) -> Result<Vec<ReportRow>> {
             .accuracy
             .unwrap_or(0.0))
     })?;
-    println!(
+    setup.say(format!(
         "sensitivity analysis: {} layers x {} levels on {} windows in {:.1} s",
         sensitivity.curves.len(),
         GRID.len(),
         val.len(),
         start.elapsed().as_secs_f64()
-    );
+    ));
     let allocation = sensitivity.allocate(target, Budget::Params)?;
-    println!(
+    setup.say(format!(
         "allocation at {:.0}%: {}",
         100.0 * target,
         allocation
@@ -54,7 +54,7 @@ pub fn rows(setup: &Setup) -> Result<Vec<ReportRow>> {
             .map(|(n, s)| format!("{n} {:.1}%", 100.0 * s))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
     let allocated = allocation.strategy();
     let uniform = WeightPruning::new(Amount::Sparsity(target));
     let sigma = SigmaThreshold::new(1.6);

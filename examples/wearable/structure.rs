@@ -48,11 +48,11 @@ pub fn rows(setup: &Setup) -> Result<Vec<ReportRow>> {
                 let file = out.join("structure-l2.safetensors");
                 save_network(&small, out.join("structure-l2.json"), &file, None)?;
                 let dense = root.join("data/hapt-cnn.safetensors");
-                println!(
+                setup.say(format!(
                     "structure L2 checkpoint: {} bytes, dense {} bytes",
                     std::fs::metadata(&file)?.len(),
                     std::fs::metadata(&dense)?.len()
-                );
+                ));
             }
             let mut row = setup.row(
                 "structure-sensitivity",
@@ -62,7 +62,7 @@ pub fn rows(setup: &Setup) -> Result<Vec<ReportRow>> {
                 None,
             )?;
             row.bytes_compact = Some(compact_bytes);
-            println!(
+            setup.say(format!(
                 "structure {label}: {} → {} parameters, {} → {} bytes, {} → {} FLOPs; \
                  {:.1} µs vs {:.1} µs dense in this run ({:.2}× faster)",
                 report.params.before,
@@ -74,9 +74,9 @@ pub fn rows(setup: &Setup) -> Result<Vec<ReportRow>> {
                 row.latency_us,
                 dense_latency,
                 dense_latency / row.latency_us
-            );
+            ));
             if label == "L2" {
-                println!("{report}");
+                setup.say(&report);
             }
             Ok(row)
         })
