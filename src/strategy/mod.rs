@@ -20,6 +20,7 @@
 //! [`Composition`] runs several as one; [`crate::schedule`] runs any of them step by step with
 //! fine-tuning in between.
 
+mod activation;
 mod compose;
 mod filter;
 mod layer_difference;
@@ -27,6 +28,7 @@ mod sensitivity;
 mod structure;
 mod weight;
 
+pub use activation::{Wanda, channels_by_activation};
 pub use compose::{Combine, Composition};
 pub use filter::ParamFilter;
 pub use layer_difference::{
