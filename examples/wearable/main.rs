@@ -11,6 +11,7 @@
 //! `target/wearable/report.json` and the chart `target/wearable/accuracy.svg`. Everything is
 //! seeded: two runs give the same accuracies (latencies are measured, so they vary).
 
+mod activation;
 mod layer_difference;
 mod sensitivity;
 mod structure;
@@ -126,9 +127,11 @@ impl Setup {
 }
 
 /// The strategy families, in report order.
-const FAMILIES: [(&str, Family); 4] = [
+const FAMILIES: [(&str, Family); 6] = [
     ("weight", weight::rows),
+    ("2:4", activation::rows_2_4),
     ("sensitivity", sensitivity::rows),
+    ("activation", activation::rows),
     ("structure-sensitivity", structure::rows),
     ("layer-difference", layer_difference::rows),
 ];
