@@ -28,11 +28,11 @@
 //!
 //! # Modules
 //!
-//! - [`strategy`]: the [`PruneStrategy`](strategy::PruneStrategy) trait and the strategies:
+//! - [`strategy`]: the [`PruneStrategy`](strategy::PruneStrategy) trait and the five strategies:
 //!   weight ([`WeightPruning`](strategy::WeightPruning): magnitude, random, importance or custom
 //!   scores, by element, channel or N:M, per layer, per row or globally), sensitivity
 //!   ([`SensitivityAnalysis`](strategy::SensitivityAnalysis), allocation, s·σ, Taylor, SNIP),
-//!   structure sensitivity ([`StructureSensitivity`](strategy::StructureSensitivity)) and layer
+//!   activation ([`Wanda`](strategy::Wanda), APoZ, mean activation), structure sensitivity ([`StructureSensitivity`](strategy::StructureSensitivity)) and layer
 //!   difference
 //!   ([`LayerDifference`](strategy::LayerDifference)); and their [`Composition`](strategy::Composition).
 //! - [`schedule`]: one-shot, iterative and AGP schedules, and the [`Pruner`](schedule::Pruner)

@@ -4,7 +4,7 @@
 //! plain data that can be inspected, saved, and applied. Keeping the decision pure makes
 //! strategies composable and their plans reproducible.
 //!
-//! The strategies (formulas, references and exact rules in `docs/strategies.md`):
+//! The five strategies (formulas, references and exact rules in `docs/strategies.md`):
 //!
 //! - **weight**: [`WeightPruning`], by magnitude, random keys, importance scores or any
 //!   [`ElementScore`], per element, channel or N:M group, per layer, row or globally.
@@ -12,6 +12,8 @@
 //!   layer alone; [`Sensitivity::allocate`] turns the curves into per-layer sparsities for a
 //!   global target, pruned by [`LayerSparsities`]; [`SigmaThreshold`] prunes `|w| ≤ s·σ` (Distiller);
 //!   [`Criterion::taylor`] and [`Criterion::snip`] rank by gradient saliency.
+//! - **activation**: [`Wanda`] ranks weights by `|W_ij|·‖X_j‖₂` within each output row (or N:M
+//!   group); [`channels_by_activation`] removes neurons and channels by APoZ or mean activation.
 //! - **structure sensitivity**: [`StructureSensitivity`] removes filters, channels and neurons
 //!   with every coupled slice ([`crate::structure`]); [`Plan::compact`] builds the smaller network.
 //! - **layer difference**: [`LayerDifference`] removes whole blocks by Block Influence, angular
