@@ -36,8 +36,9 @@ type Family = fn(&Setup) -> Result<Vec<ReportRow>>;
 /// Fine-tuning after pruning: Adam at a tenth of the training rate, batches of 64.
 const FINE_TUNE_EPOCHS: usize = 3;
 const FINE_TUNE_LR: f64 = 2e-3;
-/// Single-window latency: warm-up runs, then the median of this many.
-const LATENCY_WARMUP: usize = 20;
+/// Single-window latency: warm-up runs, then the median of this many. With 20 warm-ups the
+/// first model measured (the dense one) often ran a third slower than the same shapes later.
+const LATENCY_WARMUP: usize = 200;
 const LATENCY_REPETITIONS: usize = 201;
 
 /// What every strategy family starts from.
