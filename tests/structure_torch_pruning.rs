@@ -2,7 +2,8 @@
 //! tests/fixtures/structure/make_torch_pruning_fixture.py: conv → BN → ReLU → conv, and a
 //! residual pair. For each, the same layers are coupled on the same side with the same
 //! channels, the pruned tensors have the same shapes, and the compacted network computes
-//! Torch-Pruning's pruned model's output.
+//! Torch-Pruning's pruned model's output. A third case runs Torch-Pruning's MetaPruner through a
+//! grouped convolution.
 
 #[allow(dead_code)]
 mod common;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use common::read_f32_tensors;
 use ndarray::ArrayD;
 use shears::graph::{Conv2d, Network};
-use shears::structure::{ChannelRemoval, DependencyGroups, SliceRole};
+use shears::structure::{ChannelRemoval, DependencyGroups, GroupCriterion, Importance, SliceRole};
 use shears::{NetworkBuilder, Params};
 
 fn fixture(case: &str) -> (serde_json::Value, Params, ArrayD<f32>, ArrayD<f32>) {
@@ -146,4 +147,100 @@ fn residual_pair_matches_torch_pruning() {
             .relu("relu")
             .conv2d("conv_c", conv(8, 4, 1)),
     );
+}
+
+/// Torch-Pruning's MetaPruner on a network with a grouped convolution (4 groups): it removes the
+/// same channels of every group, as shears' units do; it picks the same units by L2 magnitude
+/// (averaged over the groups); and the compacted network has its shapes and computes its output.
+#[test]
+fn grouped_convolution_matches_torch_pruning() {
+    let (meta, params, input, output) = fixture("grouped");
+    let net = Network::builder(&[3, 6, 6])
+        .conv2d("conv1", conv(3, 8, 3))
+        .batch_norm2d("bn1", 8)
+        .relu("relu1")
+        .conv2d("gconv", conv(8, 12, 3).groups(4))
+        .batch_norm2d("bn2", 12)
+        .relu("relu2")
+        .conv2d("conv3", conv(12, 4, 1))
+        .build(params)
+        .unwrap();
+    let importance = Importance::new(GroupCriterion::L2);
+
+    // Torch-Pruning prunes one group after the other, each scored on the network as pruned so
+    // far; so does this test.
+    let mut current = net.clone();
+    let mut removals = Vec::new();
+    for step in meta["steps"].as_array().unwrap() {
+        let root = step["root"].as_str().unwrap();
+        let theirs: BTreeSet<usize> = step["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let groups = DependencyGroups::of(&current).unwrap();
+        let group = groups.get(root).unwrap();
+        let units = group.channels();
+        let channels = current
+            .params()
+            .get(&format!("{root}.weight"))
+            .unwrap()
+            .shape()[0];
+        let removed: BTreeSet<usize> = theirs.iter().map(|c| c % units).collect();
+        // Whole units: every channel of a removed unit, and nothing else.
+        let expanded: BTreeSet<usize> = (0..channels)
+            .filter(|c| removed.contains(&(c % units)))
+            .collect();
+        assert_eq!(
+            expanded, theirs,
+            "{root}: Torch-Pruning removes whole units"
+        );
+        // The same units rank lowest.
+        let scores = importance.scores(&current, group).unwrap().unwrap();
+        let mut order: Vec<usize> = (0..units).collect();
+        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        let lowest: BTreeSet<usize> = order[..removed.len()].iter().copied().collect();
+        assert_eq!(
+            lowest, removed,
+            "{root}: the lowest units by L2 ({scores:?})"
+        );
+
+        let removal = ChannelRemoval {
+            group: root.to_string(),
+            channels: removed.into_iter().collect(),
+        };
+        current = groups
+            .compact(&current, std::slice::from_ref(&removal))
+            .unwrap();
+        removals.push(removal);
+    }
+
+    let shapes = meta["shapes"].as_object().unwrap();
+    assert_eq!(shapes.len(), current.params().len());
+    for (name, shape) in shapes {
+        let want: Vec<usize> = shape
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(
+            current.params().get(name).unwrap().shape(),
+            want.as_slice(),
+            "{name}"
+        );
+    }
+    let got = current.forward(input.view()).unwrap();
+    let scale = output.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (a, b) in got.iter().zip(&output) {
+        assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{a} vs {b}");
+    }
+
+    // Both removals at once, on the original network, give the same network.
+    let at_once = DependencyGroups::of(&net)
+        .unwrap()
+        .compact(&net, &removals)
+        .unwrap();
+    assert_eq!(at_once.params(), current.params());
 }

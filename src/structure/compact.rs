@@ -56,7 +56,7 @@ impl DependencyGroups {
                     .ok_or_else(|| Error::UnknownTensor {
                         name: s.tensor.clone(),
                     })?;
-                let len = g.channels() * s.per;
+                let len = s.len;
                 if tensor.shape().get(s.axis) != Some(&len) {
                     return Err(Error::invalid(
                         "channel removal",
@@ -70,7 +70,8 @@ impl DependencyGroups {
                         ),
                     ));
                 }
-                let keep: Vec<bool> = (0..len).map(|i| !removed[i / s.per]).collect();
+                let units = g.channels();
+                let keep: Vec<bool> = (0..len).map(|i| !removed[s.unit_of(i, units)]).collect();
                 keeps
                     .entry(s.tensor.clone())
                     .or_default()

@@ -16,12 +16,14 @@ pub enum SliceRole {
     Consumer,
 }
 
-/// One parameter slice of a group: unit `u` of the group owns the indices
-/// `u · per .. (u + 1) · per` along `axis` of `tensor`.
+/// One parameter slice of a group: along `axis` of `tensor`, index `i` belongs to unit
+/// `(i / per) % units` of the group (`units` being [`Group::channels`]).
 ///
 /// `per` is 1 except where one channel feeds several inputs: after a `Flatten` of `[C, L]`, one
 /// channel is `L` consecutive inputs of the next Linear; a depthwise convolution with channel
-/// multiplier `m` turns one channel into `m`.
+/// multiplier `m` turns one channel into `m`. The pattern repeats `len / (units · per)` times
+/// when a grouped convolution ties the corresponding channels of its groups into one unit;
+/// otherwise `len = units · per` and unit `u` owns the indices `u · per .. (u + 1) · per`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ParamSlice {
     /// The parameter's name (`conv2.weight`).
@@ -36,6 +38,22 @@ pub struct ParamSlice {
     pub axis: usize,
     /// Consecutive indices along `axis` per unit.
     pub per: usize,
+    /// The tensor's length along `axis`: a multiple of `units · per`.
+    pub len: usize,
+}
+
+impl ParamSlice {
+    /// The unit that index `i` along [`axis`](ParamSlice::axis) belongs to, in a group of
+    /// `units` units.
+    pub fn unit_of(&self, i: usize, units: usize) -> usize {
+        (i / self.per) % units
+    }
+
+    /// How many times each unit's pattern repeats along the axis (the number of convolution
+    /// groups a grouped convolution ties together, 1 otherwise).
+    pub fn repeats(&self, units: usize) -> usize {
+        self.len / (units * self.per)
+    }
 }
 
 /// Channels that can only be removed together, with every parameter slice that follows them.
@@ -44,6 +62,12 @@ pub struct ParamSlice {
 /// through element-wise layers, pooling, BatchNorm, `Flatten` and depthwise convolutions to the
 /// layers that read them. A residual `Add` merges the groups of its inputs: channel `c` of every
 /// branch is one unit, removed from all producers at once (DepGraph, Fang et al. 2023).
+///
+/// A grouped convolution (`1 < groups < in_channels`) needs every group to keep the same width,
+/// so the corresponding channels of its groups form one unit: with `groups = g` over `C`
+/// channels, unit `u` is the channels `u, u + C/g, u + 2C/g, ...`, removed from every group at
+/// once (Torch-Pruning removes "corresponding elements of each group together" the same way).
+/// Such a group has fewer units than its producer has channels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     name: String,
@@ -60,7 +84,12 @@ impl Group {
         &self.name
     }
 
-    /// Number of units (channels or neurons) in the group.
+    /// Number of units (channels or neurons) in the group: what a [`ChannelRemoval`] indexes
+    /// and what channel targets count. A unit is one channel of every producer, or, where a
+    /// grouped convolution ties channels, one channel of every convolution group (see
+    /// [`ParamSlice::unit_of`]).
+    ///
+    /// [`ChannelRemoval`]: super::ChannelRemoval
     pub fn channels(&self) -> usize {
         self.channels
     }
@@ -77,7 +106,7 @@ impl Group {
     }
 
     /// The activation nodes (ReLU, GELU, Sigmoid, Tanh) whose output channels are the group's
-    /// units, each with its `per` (channel `c` of the node is unit `c / per`): where
+    /// units, each with its `per` (channel `c` of the node is unit `(c / per) % units`): where
     /// calibration's APoZ and mean activation of the group are found.
     pub fn activations(&self) -> &[(String, usize)] {
         &self.activations
@@ -89,8 +118,8 @@ impl Group {
     }
 
     /// Why the group cannot be pruned, if it cannot: it reaches the network output, it is
-    /// protected, or a layer reads it in a way removal would change (a general grouped
-    /// convolution, a LayerNorm or Softmax over the channel axis, ...).
+    /// protected, or a layer reads it in a way removal would change (a LayerNorm or Softmax
+    /// over the channel axis, a grouped convolution whose groups split a unit, ...).
     pub fn blocked(&self) -> Option<&str> {
         self.blocked.as_deref()
     }
@@ -109,6 +138,8 @@ struct Space {
 #[derive(Debug)]
 struct Origin {
     name: String,
+    /// Units: the producer's channels, fewer once grouped convolutions tie some (kept up to
+    /// date on the union-find root only).
     channels: usize,
     parent: usize,
     slices: Vec<ParamSlice>,
@@ -135,6 +166,16 @@ impl Analysis<'_> {
         let (a, b) = (self.find(a), self.find(b));
         let (root, child) = (a.min(b), a.max(b));
         self.origins[child].parent = root;
+        let units = gcd(self.origins[root].channels, self.origins[child].channels);
+        self.origins[root].channels = units;
+    }
+
+    /// Ties channels `c` and `c + period` (in units of `per` consecutive indices) of `s` into
+    /// one unit, as a grouped convolution with groups `period` channels wide needs.
+    fn fold(&mut self, s: Space, period: usize) {
+        let root = self.find(s.origin);
+        let units = gcd(self.origins[root].channels, period);
+        self.origins[root].channels = units;
     }
 
     fn block(&mut self, space: Option<Space>, reason: impl FnOnce() -> String) {
@@ -148,13 +189,20 @@ impl Analysis<'_> {
 
     fn slice(&mut self, s: Space, node: usize, param: ParamRole, role: SliceRole, axis: usize) {
         let name = &self.net.nodes()[node].name;
+        let tensor = format!("{name}.{}", param.suffix());
+        let len = self
+            .net
+            .params()
+            .get(&tensor)
+            .map_or(0, |t| t.shape()[axis]);
         self.origins[s.origin].slices.push(ParamSlice {
-            tensor: format!("{name}.{}", param.suffix()),
+            tensor,
             node: name.clone(),
             param,
             role,
             axis,
             per: s.per,
+            len,
         });
     }
 
@@ -230,14 +278,27 @@ impl Analysis<'_> {
                     self.producer_slices(out, i, g.bias);
                     Some(out)
                 } else {
-                    self.block(x, || {
-                        format!(
-                            "`{name}` is a grouped convolution ({} groups): removing channels \
-                             would leave groups of unequal size",
-                            g.groups
-                        )
-                    });
-                    None
+                    // Grouped: each group reads `width` consecutive input channels and writes
+                    // `cout / groups` outputs. Channel `c` of every group is one unit on both
+                    // sides, so that all groups lose the same channels.
+                    let width = g.cin / g.groups;
+                    if let Some(s) = on_channels {
+                        if width.is_multiple_of(s.per) {
+                            self.fold(s, width / s.per);
+                            self.slice(s, i, ParamRole::Weight, SliceRole::Consumer, 1);
+                        } else {
+                            self.block(x, || {
+                                format!(
+                                    "`{name}` is a grouped convolution whose groups of {width} \
+                                     channels split the {} channels that one unit feeds",
+                                    s.per
+                                )
+                            });
+                        }
+                    }
+                    let out = self.produce(i, g.cout, g.bias, 0);
+                    self.fold(out, g.cout / g.groups);
+                    Some(out)
                 }
             }
             Layer::BatchNorm1d(_) | Layer::BatchNorm2d(_) => {
@@ -339,11 +400,15 @@ impl Analysis<'_> {
 /// - the next Linear or Conv *consumes* it: weight columns (axis 1);
 /// - a depthwise convolution (`groups == in_channels`, multiplier `m`) carries channel `c` to its
 ///   outputs `c · m .. (c + 1) · m`: its weight rows and bias follow, and its `groups` shrink;
+/// - a grouped convolution (`1 < groups < in_channels`) consumes its input channels like any
+///   convolution and produces a group of its own, but on both sides it ties the corresponding
+///   channels of its groups into one unit, so that every group keeps the same width;
 /// - an `Add` ties the channels of all its inputs into one group;
 /// - a group cannot be pruned (see [`Group::blocked`]) when it reaches the network output (the
-///   classifier's classes stay), when it is protected, when a general grouped convolution
-///   (`1 < groups < in_channels`) reads or produces it, when LayerNorm or Softmax act over its
-///   axis, or when a layer reads it along another axis than its channel axis.
+///   classifier's classes stay), when it is protected, when a grouped convolution's groups would
+///   split the inputs one unit feeds (after a `Flatten` or a depthwise multiplier), when
+///   LayerNorm or Softmax act over its axis, or when a layer reads it along another axis than
+///   its channel axis.
 ///
 /// ```
 /// use shears::graph::{Conv1d, Network};
@@ -470,4 +535,9 @@ impl DependencyGroups {
     pub fn prunable(&self) -> impl Iterator<Item = &Group> + '_ {
         self.groups.iter().filter(|g| g.is_prunable())
     }
+}
+
+/// Greatest common divisor (Euclid).
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }

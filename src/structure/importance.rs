@@ -251,7 +251,10 @@ impl Importance {
     }
 }
 
-/// Per unit: `Σ |x|` (or `Σ x²`) over the unit's elements of the slice.
+/// Per unit: `Σ |x|` (or `Σ x²`) over the unit's elements of the slice, averaged over the
+/// convolution groups a grouped convolution ties into the unit (as Torch-Pruning averages the
+/// importance of corresponding channels across groups), so that a tied unit does not outrank
+/// others just for holding more channels.
 fn slice_sums(values: &Params, s: &ParamSlice, units: usize, squared: bool) -> Result<Vec<f32>> {
     let t = values.get(&s.tensor).ok_or_else(|| Error::UnknownTensor {
         name: s.tensor.clone(),
@@ -265,20 +268,29 @@ fn slice_sums(values: &Params, s: &ParamSlice, units: usize, squared: bool) -> R
         norm,
         None,
     )?;
-    if per_index.len() != units * s.per {
-        return Err(Error::ShapeMismatch {
-            name: s.tensor.clone(),
-            expected: vec![units * s.per],
-            got: vec![per_index.len()],
-        });
+    check_len(&s.tensor, per_index.len(), s.len)?;
+    let mut sums = vec![0.0f32; units];
+    for (i, &v) in per_index.iter().enumerate() {
+        sums[s.unit_of(i, units)] += if squared { v * v } else { v };
     }
-    Ok(per_index
-        .chunks(s.per)
-        .map(|c| c.iter().map(|&v| if squared { v * v } else { v }).sum())
-        .collect())
+    let repeats = s.repeats(units) as f32;
+    Ok(sums.into_iter().map(|v| v / repeats).collect())
 }
 
-/// FPGM over the rows of a producer slice: unit `i` scores `Σ_j ‖v_i − v_j‖₂`.
+/// An error unless a slice's tensor has the length along its axis the group was made for.
+fn check_len(name: &str, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        return Ok(());
+    }
+    Err(Error::ShapeMismatch {
+        name: name.to_string(),
+        expected: vec![expected],
+        got: vec![got],
+    })
+}
+
+/// FPGM over the rows of a producer slice: unit `i` scores `Σ_j ‖v_i − v_j‖₂`, `v_i` being the
+/// unit's rows (one, or one per convolution group where a grouped convolution ties them).
 fn fpgm(values: &Params, s: &ParamSlice, units: usize) -> Result<Vec<f32>> {
     let w = values
         .slice(&s.tensor)
@@ -286,21 +298,19 @@ fn fpgm(values: &Params, s: &ParamSlice, units: usize) -> Result<Vec<f32>> {
             name: s.tensor.clone(),
         })?;
     let rows: usize = values.get(&s.tensor).expect("present").shape()[0];
-    if rows != units * s.per {
-        return Err(Error::ShapeMismatch {
-            name: s.tensor.clone(),
-            expected: vec![units * s.per],
-            got: vec![rows],
-        });
+    check_len(&s.tensor, rows, s.len)?;
+    let d = w.len() / rows;
+    // Each unit's rows, concatenated in index order.
+    let mut vectors: Vec<Vec<f32>> = vec![Vec::with_capacity(w.len() / units); units];
+    for (i, row) in w.chunks(d.max(1)).take(rows).enumerate() {
+        vectors[s.unit_of(i, units)].extend_from_slice(row);
     }
-    let d = w.len() / units;
-    let v = |i: usize| &w[i * d..(i + 1) * d];
     let mut dist = vec![0.0f64; units];
     for i in 0..units {
         for j in i + 1..units {
-            let e = v(i)
+            let e = vectors[i]
                 .iter()
-                .zip(v(j))
+                .zip(&vectors[j])
                 .map(|(a, b)| f64::from(a - b).powi(2))
                 .sum::<f64>()
                 .sqrt();
@@ -311,7 +321,8 @@ fn fpgm(values: &Params, s: &ParamSlice, units: usize) -> Result<Vec<f32>> {
     Ok(dist.into_iter().map(|x| x as f32).collect())
 }
 
-/// Per unit, the mean over its `per` channels of `1 − apoz` or of the mean activation.
+/// Per unit, the mean over its channels (`per` consecutive ones, in every convolution group
+/// that ties it) of `1 − apoz` or of the mean activation.
 fn activation_scores(
     node: &str,
     v: &[f32],
@@ -319,21 +330,19 @@ fn activation_scores(
     units: usize,
     apoz: bool,
 ) -> Result<Vec<f32>> {
-    if v.len() != units * per {
+    if v.is_empty() || !v.len().is_multiple_of(units * per) {
         return Err(Error::ShapeMismatch {
             name: format!("activation statistics of `{node}`"),
             expected: vec![units * per],
             got: vec![v.len()],
         });
     }
-    Ok(v.chunks(per)
-        .map(|c| {
-            c.iter()
-                .map(|&a| if apoz { 1.0 - a } else { a })
-                .sum::<f32>()
-                / per as f32
-        })
-        .collect())
+    let mut sums = vec![0.0f32; units];
+    for (c, &a) in v.iter().enumerate() {
+        sums[(c / per) % units] += if apoz { 1.0 - a } else { a };
+    }
+    let count = (v.len() / units) as f32;
+    Ok(sums.into_iter().map(|s| s / count).collect())
 }
 
 /// Rescales `x` in place; a zero denominator leaves `x` unchanged.

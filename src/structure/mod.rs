@@ -4,7 +4,8 @@
 //! means cutting every slice that depends on it: the producer's weight rows and bias, a
 //! following BatchNorm's four vectors, the input columns of every layer that reads it (several
 //! columns per channel after a `Flatten`), the matching channels of every branch a residual
-//! `Add` sums it with, and the filters a depthwise convolution applies to it.
+//! `Add` sums it with, and the filters a depthwise convolution applies to it. A grouped
+//! convolution keeps its groups equal by removing the corresponding channel of every group.
 //!
 //! - [`DependencyGroups`] derives those groups from a [`Network`](crate::Network) (the rules are
 //!   listed there) and says which groups cannot be pruned and why.

@@ -101,27 +101,149 @@ fn depthwise_carries_channels_with_its_multiplier() {
 
 use crate::graph::Layer;
 
-#[test]
-fn grouped_convolution_blocks_both_sides() {
-    let net = Network::builder(&[4, 8])
+/// a (4 channels) -> g (grouped, 2 groups: inputs 0-1 and 2-3, outputs 0-2 and 3-5) -> b.
+fn grouped() -> Network {
+    Network::builder(&[4, 8])
         .conv1d("a", Conv1d::new(4, 4, 1))
-        .conv1d("g", Conv1d::new(4, 4, 3).groups(2))
-        .conv1d("b", Conv1d::new(4, 3, 1))
+        .relu("ra")
+        .conv1d("g", Conv1d::new(4, 6, 3).groups(2).padding(1))
+        .relu("rg")
+        .conv1d("b", Conv1d::new(6, 3, 1))
+        .build_init(0)
+        .unwrap()
+}
+
+#[test]
+fn grouped_convolution_ties_corresponding_channels_of_its_groups() {
+    let net = grouped();
+    let groups = DependencyGroups::of(&net).unwrap();
+    // a's channels c and c + 2 feed input c of g's two groups: one unit.
+    let a = groups.get("a").unwrap();
+    assert_eq!(a.channels(), 2);
+    assert_eq!(
+        tensors(a),
+        [("a.weight", 0, 1), ("a.bias", 0, 1), ("g.weight", 1, 1)]
+    );
+    // g's outputs o and o + 3 are output o of each group: one unit.
+    let g = groups.get("g").unwrap();
+    assert_eq!(g.channels(), 3);
+    assert_eq!(
+        tensors(g),
+        [("g.weight", 0, 1), ("g.bias", 0, 1), ("b.weight", 1, 1)]
+    );
+    let removals = [
+        ChannelRemoval {
+            group: "a".into(),
+            channels: vec![1],
+        },
+        ChannelRemoval {
+            group: "g".into(),
+            channels: vec![0],
+        },
+    ];
+    let small = groups.compact(&net, &removals).unwrap();
+    let Layer::Conv1d(c) = &small.node("g").unwrap().layer else {
+        unreachable!()
+    };
+    assert_eq!((c.in_channels, c.out_channels, c.groups), (2, 4, 2));
+    let p = |n: &Network, t: &str| n.params().get(t).unwrap().clone();
+    let pick = |t: &ArrayD<f32>, axis: usize, idx: &[usize]| t.select(ndarray::Axis(axis), idx);
+    // a keeps channels 0 and 2 (unit 0); g keeps input 0 of each group and outputs 1, 2, 4, 5.
+    assert_eq!(
+        p(&small, "a.weight"),
+        pick(&p(&net, "a.weight"), 0, &[0, 2])
+    );
+    let g_w = pick(&pick(&p(&net, "g.weight"), 0, &[1, 2, 4, 5]), 1, &[0]);
+    assert_eq!(p(&small, "g.weight"), g_w);
+    assert_eq!(
+        p(&small, "b.weight"),
+        pick(&p(&net, "b.weight"), 1, &[1, 2, 4, 5])
+    );
+
+    let mut masked = net.clone();
+    masked
+        .apply_masks(&groups.masks(&net, &removals).unwrap())
+        .unwrap();
+    let x = ArrayD::from_shape_fn(IxDyn(&[3, 4, 8]), |i| {
+        ((i[0] * 32 + i[1] * 8 + i[2]) as f32 * 0.37).sin()
+    });
+    let (y, z) = (
+        small.forward(x.view()).unwrap(),
+        masked.forward(x.view()).unwrap(),
+    );
+    assert!(y.iter().zip(&z).all(|(y, z)| (y - z).abs() <= 1e-5));
+}
+
+#[test]
+fn a_tied_unit_scores_as_the_mean_over_its_groups() {
+    let net = grouped();
+    let groups = DependencyGroups::of(&net).unwrap();
+    let imp = Importance::new(GroupCriterion::L1)
+        .reduction(Reduction::Sum)
+        .normalizer(Normalizer::None);
+    let scores = imp.scores(&net, groups.get("a").unwrap()).unwrap().unwrap();
+    let l1 = |t: &str, axis: usize, i: usize| -> f32 {
+        let w = net.params().get(t).unwrap();
+        w.index_axis(ndarray::Axis(axis), i)
+            .iter()
+            .map(|v| v.abs())
+            .sum()
+    };
+    for (u, &score) in scores.iter().enumerate() {
+        // a's rows u and u + 2 averaged over the two groups, plus g's input column u (L1 reads
+        // weights only).
+        let want = (l1("a.weight", 0, u) + l1("a.weight", 0, u + 2)) / 2.0 + l1("g.weight", 1, u);
+        assert!(
+            (score - want).abs() <= 1e-5 * want,
+            "unit {u}: {score} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn grouped_convolution_splitting_a_unit_blocks() {
+    // dw turns each of pw's 3 channels into 2; groups of 3 inputs would split one of them.
+    let net = Network::builder(&[1, 8])
+        .conv1d("pw", Conv1d::new(1, 3, 1))
+        .conv1d("dw", Conv1d::new(3, 6, 3).groups(3).padding(1))
+        .conv1d("g", Conv1d::new(6, 4, 1).groups(2))
+        .conv1d("out", Conv1d::new(4, 2, 1))
         .build_init(0)
         .unwrap();
     let groups = DependencyGroups::of(&net).unwrap();
-    assert!(
-        groups
-            .get("a")
-            .unwrap()
-            .blocked()
-            .unwrap()
-            .contains("grouped")
+    let why = groups.get("pw").unwrap().blocked().unwrap();
+    assert!(why.contains("grouped convolution"), "{why}");
+    assert!(groups.get("g").unwrap().is_prunable());
+}
+
+#[test]
+fn a_residual_add_and_a_grouped_convolution_tie_their_units_together() {
+    // stem's channels are summed with b's, then read by a grouped convolution of 4 groups.
+    let net = Network::builder(&[2, 8])
+        .conv1d("stem", Conv1d::new(2, 8, 1))
+        .conv1d("b", Conv1d::new(8, 8, 3).padding(1))
+        .add("sum", &["stem", "b"])
+        .conv1d("g", Conv1d::new(8, 8, 1).groups(4))
+        .conv1d("out", Conv1d::new(8, 2, 1))
+        .build_init(0)
+        .unwrap();
+    let groups = DependencyGroups::of(&net).unwrap();
+    let stem = groups.get("stem").unwrap();
+    // 8 channels in groups of 2: channels c, c + 2, c + 4, c + 6 are one unit.
+    assert_eq!(stem.channels(), 2);
+    assert_eq!(stem.producers(), ["stem", "b"]);
+    let removals = [ChannelRemoval {
+        group: "stem".into(),
+        channels: vec![0],
+    }];
+    let small = groups.compact(&net, &removals).unwrap();
+    assert_eq!(
+        small.params().get("stem.weight").unwrap().shape(),
+        &[4, 2, 1]
     );
-    assert!(
-        groups.get("g").is_none(),
-        "a grouped convolution produces no group"
-    );
+    // b both reads and writes the tied channels.
+    assert_eq!(small.params().get("b.weight").unwrap().shape(), &[4, 4, 3]);
+    assert_eq!(small.params().get("g.weight").unwrap().shape(), &[8, 1, 1]);
 }
 
 #[test]
@@ -281,20 +403,22 @@ pub(crate) fn random_net(kind: u8, seed: u64) -> Network {
         }
         _ => {
             // pw's channels pass the depthwise convolution (multiplier m) to conv; the grouped
-            // convolution blocks conv's group.
-            let (c0, c1, m, c3) = (w(1, 3), w(2, 4), w(1, 2), w(1, 3));
+            // convolution (g groups) ties corresponding channels of its groups, on conv's
+            // outputs and on its own.
+            let (c0, c1, m, c3, c4, g) = (w(1, 3), w(2, 4), w(1, 2), w(1, 3), w(1, 3), w(2, 3));
             Network::builder(&[c0, 8])
                 .conv1d("pw", Conv1d::new(c0, c1, 1))
                 .relu("r0")
                 .conv1d("dw", Conv1d::new(c1, c1 * m, 3).groups(c1).padding(1))
                 .batch_norm1d("bn", c1 * m)
                 .relu("r1")
-                .conv1d("conv", Conv1d::new(c1 * m, 2 * c3, 3))
+                .conv1d("conv", Conv1d::new(c1 * m, g * c3, 3))
                 .relu("r2")
-                .conv1d("grp", Conv1d::new(2 * c3, 2 * c3, 3).groups(2))
+                .conv1d("grp", Conv1d::new(g * c3, g * c4, 3).groups(g))
+                .batch_norm1d("bn2", g * c4)
                 .relu("r3")
                 .global_avg_pool("gap")
-                .linear("fc", 2 * c3, 2)
+                .linear("fc", g * c4, 2)
         }
     };
     let mut net = b.build_init(seed).unwrap();
