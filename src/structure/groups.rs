@@ -66,7 +66,8 @@ impl ParamSlice {
 /// A grouped convolution (`1 < groups < in_channels`) needs every group to keep the same width,
 /// so the corresponding channels of its groups form one unit: with `groups = g` over `C`
 /// channels, unit `u` is the channels `u, u + C/g, u + 2C/g, ...`, removed from every group at
-/// once (Torch-Pruning removes "corresponding elements of each group together" the same way).
+/// once (Torch-Pruning 1.6's MetaPruner does the same: it averages importance over the groups
+/// and repeats the pruning indices in each).
 /// Such a group has fewer units than its producer has channels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
@@ -170,8 +171,8 @@ impl Analysis<'_> {
         self.origins[root].channels = units;
     }
 
-    /// Ties channels `c` and `c + period` (in units of `per` consecutive indices) of `s` into
-    /// one unit, as a grouped convolution with groups `period` channels wide needs.
+    /// Ties channel `c` of `s`'s origin to channel `c + period` (and so on) in one unit, as a
+    /// grouped convolution whose groups read `period` of those channels each needs.
     fn fold(&mut self, s: Space, period: usize) {
         let root = self.find(s.origin);
         let units = gcd(self.origins[root].channels, period);
