@@ -43,12 +43,7 @@ fn check(case: &str, builder: NetworkBuilder) {
     let (meta, params, input, output) = fixture(case);
     let net = builder.build(params).unwrap();
     let root = meta["root"].as_str().unwrap();
-    let pruned: Vec<usize> = meta["pruned"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let pruned = indices(&meta["pruned"]);
 
     // The same layers coupled, on the same side, with the same channels.
     let groups = DependencyGroups::of(&net).unwrap();
@@ -74,12 +69,7 @@ fn check(case: &str, builder: NetworkBuilder) {
         .unwrap()
         .iter()
         .map(|d| {
-            let idxs: Vec<usize> = d["idxs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
+            let idxs = indices(&d["idxs"]);
             assert_eq!(
                 idxs, pruned,
                 "{case}: Torch-Pruning maps channels one to one"
@@ -96,29 +86,42 @@ fn check(case: &str, builder: NetworkBuilder) {
         channels: pruned,
     }];
     let small = groups.compact(&net, &removal).unwrap();
+    assert_same_model(case, &meta, &small, &input, &output);
+}
+
+/// The pruned tensors have Torch-Pruning's shapes, and the network computes its pruned model's
+/// output.
+fn assert_same_model(
+    case: &str,
+    meta: &serde_json::Value,
+    small: &Network,
+    input: &ArrayD<f32>,
+    output: &ArrayD<f32>,
+) {
     let shapes = meta["shapes"].as_object().unwrap();
     assert_eq!(shapes.len(), small.params().len(), "{case}: tensors");
     for (name, shape) in shapes {
-        let want: Vec<usize> = shape
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
         assert_eq!(
             small.params().get(name).unwrap().shape(),
-            want.as_slice(),
+            indices(shape).as_slice(),
             "{case}: {name}"
         );
     }
-
-    // The same function.
     let got = small.forward(input.view()).unwrap();
     assert_eq!(got.shape(), output.shape());
     let scale = output.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    for (a, b) in got.iter().zip(&output) {
+    for (a, b) in got.iter().zip(output) {
         assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{case}: {a} vs {b}");
     }
+}
+
+/// A JSON array of non-negative integers.
+fn indices(v: &serde_json::Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect()
 }
 
 #[test]
@@ -173,12 +176,7 @@ fn grouped_convolution_matches_torch_pruning() {
     let mut removals = Vec::new();
     for step in meta["steps"].as_array().unwrap() {
         let root = step["root"].as_str().unwrap();
-        let theirs: BTreeSet<usize> = step["removed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let theirs: BTreeSet<usize> = indices(&step["removed"]).into_iter().collect();
         let groups = DependencyGroups::of(&current).unwrap();
         let group = groups.get(root).unwrap();
         let units = group.channels();
@@ -216,26 +214,7 @@ fn grouped_convolution_matches_torch_pruning() {
         removals.push(removal);
     }
 
-    let shapes = meta["shapes"].as_object().unwrap();
-    assert_eq!(shapes.len(), current.params().len());
-    for (name, shape) in shapes {
-        let want: Vec<usize> = shape
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        assert_eq!(
-            current.params().get(name).unwrap().shape(),
-            want.as_slice(),
-            "{name}"
-        );
-    }
-    let got = current.forward(input.view()).unwrap();
-    let scale = output.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    for (a, b) in got.iter().zip(&output) {
-        assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "{a} vs {b}");
-    }
+    assert_same_model("grouped", &meta, &current, &input, &output);
 
     // Both removals at once, on the original network, give the same network.
     let at_once = DependencyGroups::of(&net)

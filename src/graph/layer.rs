@@ -655,53 +655,20 @@ pub enum Layer {
     Identity,
 }
 
-impl From<Linear> for Layer {
-    fn from(l: Linear) -> Self {
-        Layer::Linear(l)
-    }
+/// `From<T> for Layer` for every layer whose variant is named after its parameter type.
+macro_rules! layer_from {
+    ($($t:ident),* $(,)?) => {
+        $(impl From<$t> for Layer {
+            fn from(l: $t) -> Self {
+                Layer::$t(l)
+            }
+        })*
+    };
 }
 
-impl From<Conv1d> for Layer {
-    fn from(l: Conv1d) -> Self {
-        Layer::Conv1d(l)
-    }
-}
-
-impl From<Conv2d> for Layer {
-    fn from(l: Conv2d) -> Self {
-        Layer::Conv2d(l)
-    }
-}
-
-impl From<LayerNorm> for Layer {
-    fn from(l: LayerNorm) -> Self {
-        Layer::LayerNorm(l)
-    }
-}
-
-impl From<MaxPool1d> for Layer {
-    fn from(l: MaxPool1d) -> Self {
-        Layer::MaxPool1d(l)
-    }
-}
-
-impl From<MaxPool2d> for Layer {
-    fn from(l: MaxPool2d) -> Self {
-        Layer::MaxPool2d(l)
-    }
-}
-
-impl From<AvgPool1d> for Layer {
-    fn from(l: AvgPool1d) -> Self {
-        Layer::AvgPool1d(l)
-    }
-}
-
-impl From<AvgPool2d> for Layer {
-    fn from(l: AvgPool2d) -> Self {
-        Layer::AvgPool2d(l)
-    }
-}
+layer_from!(
+    Linear, Conv1d, Conv2d, LayerNorm, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d
+);
 
 /// What a parameter tensor of a layer is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
