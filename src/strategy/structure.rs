@@ -17,7 +17,9 @@ use crate::structure::{ChannelRemoval, DependencyGroups, Group, GroupCriterion, 
 #[non_exhaustive]
 pub enum StructureTarget {
     /// This fraction of the channels of the ranked groups: `round_half_even(f · n)` of them,
-    /// globally or in every group (as PyTorch's count rule).
+    /// globally or in every group (as PyTorch's count rule). `n` counts units
+    /// ([`Group::channels`](crate::structure::Group::channels)): where a grouped convolution
+    /// ties the corresponding channels of its groups, one unit is one channel per group.
     Channels(f64),
     /// At least this fraction of the network's trainable parameters, removed by the fewest
     /// channels in ranking order.
