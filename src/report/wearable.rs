@@ -231,18 +231,22 @@ fn kib(bytes: usize) -> String {
 
 #[cfg(feature = "plot")]
 impl WearableReport {
-    /// Test accuracy (after fine-tuning where measured, else one-shot) against sparsity, one line
-    /// per strategy in the order strategies first appear, the dense model as a point at 0.
+    /// Test accuracy (after fine-tuning where measured, else one-shot) against the fraction of
+    /// the dense model's parameters removed (`1 − params_kept / params`), one line per strategy
+    /// in the order strategies first appear, the dense model as a point at 0. The horizontal
+    /// axis is the same quantity for every strategy, unlike each row's `sparsity` (a fraction of
+    /// the weights, filters or parameters its strategy targets).
     pub fn accuracy_chart(&self) -> super::LineChart {
-        let mut chart = super::LineChart::new("HAPT test accuracy against sparsity")
+        let mut chart = super::LineChart::new("HAPT test accuracy against parameters removed")
             .axes(
-                "sparsity (fraction of the targeted weights, filters or blocks removed)",
+                "parameters removed (fraction of the dense model's)",
                 "test accuracy (%)",
             )
             .series("dense", vec![(0.0, 100.0 * self.dense.accuracy)]);
+        let dense = self.dense.params.max(1) as f64;
         for row in &self.rows {
             let point = (
-                row.sparsity,
+                1.0 - row.params_kept as f64 / dense,
                 100.0 * row.accuracy_finetuned.unwrap_or(row.accuracy_oneshot),
             );
             match chart.series.iter_mut().find(|s| s.name == row.strategy) {
@@ -333,8 +337,11 @@ mod tests {
 
     fn report() -> WearableReport {
         let mut report = WearableReport::new(DenseBaseline::new(&size(), 0.93, &latency(12.5)));
-        for (strategy, sparsity, tuned) in [("weight", 0.9, 0.91), ("weight", 0.5, 0.92)] {
+        for (strategy, sparsity, kept, tuned) in
+            [("weight", 0.9, 10, 0.91), ("weight", 0.5, 50, 0.92)]
+        {
             let mut row = ReportRow::new(strategy, "s", sparsity, &size(), 0.8, &latency(11.0));
+            row.params_kept = kept;
             row.accuracy_finetuned = Some(tuned);
             report.rows.push(row);
         }
@@ -369,9 +376,10 @@ mod tests {
         let chart = report().accuracy_chart();
         let names: Vec<&str> = chart.series.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["dense", "weight", "2:4"]);
+        // x: parameters removed out of the dense model's 100.
         assert_eq!(chart.series[1].points, [(0.5, 92.0), (0.9, 91.0)]);
-        // Not fine-tuned: the one-shot accuracy is drawn.
-        assert_eq!(chart.series[2].points, [(0.5, 85.0)]);
+        // Not fine-tuned: the one-shot accuracy is drawn; 40 of 100 parameters kept.
+        assert_eq!(chart.series[2].points, [(0.6, 85.0)]);
         assert!(chart.to_svg().unwrap().contains("test accuracy (%)"));
     }
 }
