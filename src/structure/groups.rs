@@ -46,7 +46,7 @@ impl ParamSlice {
     /// The unit that index `i` along [`axis`](ParamSlice::axis) belongs to, in a group of
     /// `units` units.
     pub fn unit_of(&self, i: usize, units: usize) -> usize {
-        (i / self.per) % units
+        unit_index(i, self.per, units)
     }
 
     /// How many times each unit's pattern repeats along the axis (the number of convolution
@@ -167,16 +167,20 @@ impl Analysis<'_> {
         let (a, b) = (self.find(a), self.find(b));
         let (root, child) = (a.min(b), a.max(b));
         self.origins[child].parent = root;
-        let units = gcd(self.origins[root].channels, self.origins[child].channels);
-        self.origins[root].channels = units;
+        self.tie(root, self.origins[child].channels);
     }
 
     /// Ties channel `c` of `s`'s origin to channel `c + period` (and so on) in one unit, as a
     /// grouped convolution whose groups read `period` of those channels each needs.
     fn fold(&mut self, s: Space, period: usize) {
         let root = self.find(s.origin);
-        let units = gcd(self.origins[root].channels, period);
-        self.origins[root].channels = units;
+        self.tie(root, period);
+    }
+
+    /// Makes the units of union-find root `root` repeat with `period` as well: channels
+    /// `c` and `c + units` are one unit, so the units must divide both.
+    fn tie(&mut self, root: usize, period: usize) {
+        self.origins[root].channels = gcd(self.origins[root].channels, period);
     }
 
     fn block(&mut self, space: Option<Space>, reason: impl FnOnce() -> String) {
@@ -541,4 +545,10 @@ impl DependencyGroups {
 /// Greatest common divisor (Euclid).
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The unit of index `i` of an axis where each unit holds `per` consecutive indices and the
+/// pattern of `units` units repeats (see [`ParamSlice`]).
+pub(crate) fn unit_index(i: usize, per: usize, units: usize) -> usize {
+    (i / per) % units
 }

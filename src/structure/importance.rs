@@ -6,7 +6,7 @@ use std::sync::Arc;
 #[cfg(feature = "serde")]
 use serde::{Deserialize, Serialize};
 
-use super::groups::{Group, ParamSlice, SliceRole};
+use super::groups::{Group, ParamSlice, SliceRole, unit_index};
 use crate::calibrate::Stats;
 use crate::error::{Error, Result};
 use crate::graph::{Network, ParamRole};
@@ -339,7 +339,7 @@ fn activation_scores(
     }
     let mut sums = vec![0.0f32; units];
     for (c, &a) in v.iter().enumerate() {
-        sums[(c / per) % units] += if apoz { 1.0 - a } else { a };
+        sums[unit_index(c, per, units)] += if apoz { 1.0 - a } else { a };
     }
     let count = (v.len() / units) as f32;
     Ok(sums.into_iter().map(|s| s / count).collect())
